@@ -1,0 +1,155 @@
+"""ONNX export of a model's two stages, with the scale and the query as runtime inputs.
+
+Both graphs are traced by the dynamo exporter (``torch.export``), which keeps every size
+symbolic; the legacy TorchScript tracer silently bakes Python-side shapes into constants.
+Example inputs use batch 2 and sizes > 1 so no axis is specialised to 0/1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+import asisr
+from asisr.errors import UserError
+from asisr.export.manifest import FORMAT_VERSION, write_manifest
+from asisr.models.base import SRModel
+from asisr.models.checkpoint import sha256_file
+from asisr.models.query import make_query
+
+DEFAULT_OPSET = 18
+# Opset 20 changed GridSample's 'linear' mode, which TensorRT maps wrongly.
+SUPPORTED_OPSETS = (17, 18, 19)
+
+# Named for readability in the manifest, but fixed by the model's width.
+STATIC_AXES = {"channels"}
+BACKBONE_INPUTS = {"lr": ("batch", 3, "lr_height", "lr_width"), "scale": ("batch", 2)}
+BACKBONE_OUTPUTS = {"features": ("batch", "channels", "lr_height", "lr_width")}
+UPSAMPLER_INPUTS = {
+    "features": ("batch", "channels", "lr_height", "lr_width"),
+    "scale": ("batch", 2),
+    "rows": ("batch", "out_height"),
+    "cols": ("batch", "out_width"),
+}
+UPSAMPLER_OUTPUTS = {"rgb": ("batch", 3, "out_height", "out_width")}
+
+
+def _dims(spec: dict) -> tuple:
+    """Dynamic-shape spec in argument order (argument names may differ from graph input names)."""
+    dims: dict[str, torch.export.Dim] = {}
+    out = []
+    for name, shape in spec.items():
+        axes = {}
+        for i, d in enumerate(shape):
+            if isinstance(d, str) and d not in STATIC_AXES:
+                if d not in dims:
+                    dims[d] = torch.export.Dim(d, min=1 if d == "batch" else 2, max=1 << 16)
+                axes[i] = dims[d]
+        out.append(axes)
+    return tuple(out)
+
+
+def _export_graph(module: torch.nn.Module, args: tuple, path: Path, inputs: dict, outputs: dict, opset: int) -> None:
+    quiet = io.StringIO()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=opset, input_names=list(inputs),
+            output_names=list(outputs), dynamic_shapes=_dims(inputs), verbose=False,
+        )
+    program.save(str(path))
+    model = onnx.load(str(path))
+    _rename_dims(model, {**inputs, **outputs})
+    onnx.checker.check_model(model, full_check=True)
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.save(model, str(path))
+
+
+def _rename_dims(model: onnx.ModelProto, spec: dict) -> None:
+    """Give dynamic axes the manifest's names (the exporter names them s0, s1, ...)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name not in spec:
+            continue
+        for dim, want in zip(value.type.tensor_type.shape.dim, spec[value.name]):
+            if isinstance(want, str) and want not in STATIC_AXES:
+                dim.ClearField("dim_value")
+                dim.dim_param = want
+
+
+def _io_spec(spec: dict) -> list[dict]:
+    return [{"name": n, "dtype": "float32", "shape": list(s)} for n, s in spec.items()]
+
+
+def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                checkpoint_sha256: str | None = None) -> Path:
+    """Export ``model`` to ``out_dir/{backbone,upsampler}.onnx`` + ``manifest.json``; returns ``out_dir``.
+
+    The directory appears complete or not at all: everything is written to a sibling
+    temporary directory and renamed into place.
+    """
+    if opset not in SUPPORTED_OPSETS:
+        raise UserError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise UserError(f"output exists: {out_dir} (use --overwrite to replace it)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        lr = torch.rand(2, 3, 19, 23)
+        scale_np, rows_np, cols_np = make_query(19, 23, 41, 67, batch=2)
+        scale, rows, cols = (torch.from_numpy(a) for a in (scale_np, rows_np, cols_np))
+        with torch.no_grad():
+            feat = model.backbone(lr, scale)
+        _export_graph(model.backbone, (lr, scale), tmp / "backbone.onnx", BACKBONE_INPUTS, BACKBONE_OUTPUTS, opset)
+        _export_graph(model.upsampler, (feat, scale, rows, cols), tmp / "upsampler.onnx", UPSAMPLER_INPUTS,
+                      UPSAMPLER_OUTPUTS, opset)
+        os.chmod(tmp, 0o755)
+        descriptor = model.descriptor
+        write_manifest(tmp, {
+            "format_version": FORMAT_VERSION,
+            "asisr_version": asisr.__version__,
+            "torch_version": torch.__version__,
+            "model": {
+                "name": model.name,
+                "config": model.config,
+                "descriptor": descriptor.to_dict(),
+                "checkpoint_sha256": checkpoint_sha256 or getattr(model, "checkpoint_sha256", None),
+            },
+            "precision": "fp32",
+            "opset": opset,
+            "scale_range": [descriptor.scale_min, descriptor.scale_max],
+            "normalization": descriptor.normalization,
+            "query": "rows/cols: LR-pixel coordinates of output pixel centres, (i + 0.5) * lr_size / out_size",
+            "graphs": {
+                stage: {
+                    "file": f"{stage}.onnx",
+                    "sha256": sha256_file(tmp / f"{stage}.onnx"),
+                    "inputs": _io_spec(ins),
+                    "outputs": _io_spec(outs),
+                }
+                for stage, ins, outs in (("backbone", BACKBONE_INPUTS, BACKBONE_OUTPUTS),
+                                         ("upsampler", UPSAMPLER_INPUTS, UPSAMPLER_OUTPUTS))
+            },
+        })
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
