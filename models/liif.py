@@ -25,10 +25,6 @@ from asisr.models.descriptor import ModelDescriptor
 from asisr.models.edsr import EDSREncoder
 from asisr.models.registry import Detection, register_detector, register_model
 
-# The official code shifts ensemble coordinates by 1e-6 (normalised units) to break ties.
-_EPS_SHIFT = 1e-6
-
-
 class LIIFBackbone(nn.Module):
     """``(lr in [0,1], scale) -> features``; LIIF's encoder ignores the scale."""
 
@@ -56,10 +52,12 @@ class MLP(nn.Module):
 
 
 def _nearest_index(coords: torch.Tensor, shift: float, size: torch.Tensor | int) -> torch.Tensor:
-    """Index of the LR cell containing ``coords + shift`` (pixel units), clamped like the official code."""
-    eps = _EPS_SHIFT * size / 2  # the official normalised epsilon, in pixel units
-    p = coords + shift + eps
-    return torch.clamp(torch.floor(p), min=0, max=size - 1).long()
+    """Index of the LR cell containing ``coords + shift`` (pixel units), clamped to the image.
+
+    The official code adds 1e-6 before a nearest lookup so that exact ties go to the upper
+    cell; with exact coordinates (``asisr.models.query``) ``floor`` does that by itself.
+    """
+    return torch.clamp(torch.floor(coords + shift), min=0, max=size - 1).long()
 
 
 def _gather(feat_hwc: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:

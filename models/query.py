@@ -5,11 +5,23 @@ shapes defeat TensorRT). Instead the host passes two separable coordinate vector
 ``rows`` (B, H_out) and ``cols`` (B, W_out), in LR pixel units relative to the top-left
 corner of the LR tensor the backbone saw (LR pixel ``k`` spans ``[k, k+1)``, centre
 ``k + 0.5``). Tiling then only shifts these vectors by the tile's LR offset.
+
+Coordinates are snapped to a binary grid fine enough for float32 at the image's size
+(``coord_quantum``). Every coordinate, and every coordinate minus an integer tile offset,
+is then exact in float32, so a tiled run sees bit-identical offsets to an untiled one and
+"which LR cell holds this query" is decided on exact values, without epsilons.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def coord_quantum(lr_len: int) -> float:
+    """The float32 spacing of numbers just below ``2 ** ceil(log2(lr_len + 1))``."""
+    return 2.0 ** (math.floor(math.log2(max(1, lr_len))) + 1 - 24)
 
 
 def axis_coords(lr_len: int, out_len: int, start: int = 0, stop: int | None = None,
@@ -21,7 +33,8 @@ def axis_coords(lr_len: int, out_len: int, start: int = 0, stop: int | None = No
     """
     stop = out_len if stop is None else stop
     idx = np.arange(start, stop, dtype=np.float64)
-    return (idx + 0.5) * (lr_len / out_len) - lr_offset
+    q = coord_quantum(lr_len)
+    return np.round((idx + 0.5) * (lr_len / out_len) / q) * q - lr_offset
 
 
 def effective_scale(lr_h: int, lr_w: int, out_h: int, out_w: int) -> tuple[float, float]:
