@@ -151,13 +151,13 @@ def evaluate(
             except UserError as e:
                 raise UserError(f"image {path}: {e}") from None
             out_h, out_w = hr_c.shape[:2]
+            shave = entry["shave"]
+            if min(out_h, out_w) <= 2 * shave:
+                raise UserError(f"image {path} is too small to score at scale {key} (shave {shave} px)")
             t0 = time.perf_counter()
             sr = upscale_fn(lr, (out_h, out_w))
             dt = time.perf_counter() - t0
             sr = _check_output(sr, (out_h, out_w), name, path, key)
-            shave = entry["shave"]
-            if min(out_h, out_w) <= 2 * shave:
-                raise UserError(f"image {path} is too small to score at scale {key} (shave {shave} px)")
             rec = {
                 "psnr": psnr_y(sr, hr_c, shave),
                 "ssim": ssim_y(sr, hr_c, shave) if ssim else None,

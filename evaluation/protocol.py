@@ -160,5 +160,8 @@ def _check_scale(scale_h: float, scale_w: float) -> None:
             raise UserError(f"invalid scale {_fmt_scale(scale_h, scale_w)}: must be a positive number")
 
 
-def _fmt_scale(scale_h: float, scale_w: float) -> str:
-    return f"{scale_h:g}" if scale_h == scale_w else f"{scale_h:g}x{scale_w:g}"
+def _fmt_scale(scale_h, scale_w) -> str:
+    try:
+        return f"{scale_h:g}" if scale_h == scale_w else f"{scale_h:g}x{scale_w:g}"
+    except (TypeError, ValueError):
+        return f"{scale_h!r}x{scale_w!r}"

@@ -13,6 +13,8 @@ Per-sample scales let one batch mix scales (training) and asymmetric scales are 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -35,6 +37,17 @@ class SRModel(nn.Module):
 
     def forward(self, lr: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return self.upsampler(self.backbone(lr, scale), scale, rows, cols)
+
+    def reference(self) -> "SRModel":
+        """A copy computing the plain reference math: submodules with a ``fast`` flag turn it off.
+
+        Fast paths are exact algebraic rewrites; parity checks compare against this copy.
+        """
+        ref = copy.deepcopy(self)
+        for m in ref.modules():
+            if hasattr(m, "fast"):
+                m.fast = False
+        return ref.eval()
 
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:

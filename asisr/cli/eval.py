@@ -1,0 +1,243 @@
+"""``asisr-eval``: PSNR / SSIM / time of a model (or of bicubic) on folders of HR images."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from asisr.errors import UserError
+
+try:  # typer >= 0.2x vendors click; older typer uses click itself
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_exceptions
+
+_UsageError = _click_exceptions.UsageError
+_NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
+
+BACKENDS = ("torch", "onnxruntime")  # the runtime's own list (asisr.runtime.BACKENDS) wins
+
+HELP = """\
+Evaluate super-resolution quality on folders of high-resolution (HR) images.
+
+For every image and scale, the HR image is cropped to a multiple of the scale, shrunk with PIL
+bicubic to make the low-resolution (LR) input, upscaled back by the model and compared with the
+HR crop: PSNR and SSIM on the luma (Y) channel, ignoring a border of ceil(scale) pixels (the
+protocol of the project's reference numbers). Prints one row per scale with PSNR (dB), SSIM
+and the seconds the model spent on the whole folder.
+
+A scale is a number (3.5) or HEIGHTxWIDTH for different factors per axis (2x3.5). Scales must
+be >= 1.
+
+\b
+Examples:
+  # the bicubic baseline (no model needed)
+  asisr-eval data/Set5 --bicubic --scales 2,3,4
+  # a checkpoint on two datasets, integer, fractional and asymmetric scales
+  asisr-eval data/Set5 data/Set14 --model liif.pth --scales 2,3,4,1.6,5.5,2x3.5
+  # an exported model on ONNX Runtime, 4 threads, results saved as JSON
+  asisr-eval data/Set5 --model exported/ --backend onnxruntime --threads 4 --json out.json
+  # compare with published numbers (adds a dPSNR column)
+  asisr-eval data/Set5 --model liif.pth --reference liif_official.json
+
+Exit status: 0 on success, 2 on a usage or input problem (printed as one 'error:' line).
+"""
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def parse_scales(text: str) -> list[tuple[float, float]]:
+    """``"2,3,2x3.5"`` -> ``[(2, 2), (3, 3), (2, 3.5)]`` (duplicates dropped); UserError if bad."""
+    from asisr.evaluation import normalize_scales
+    from asisr.scale import parse_scale
+
+    items = [t.strip() for t in str(text).split(",")]
+    if not any(items):
+        raise UserError("no scales given: pass e.g. --scales 2,3,4")
+    if not all(items):
+        raise UserError(f"invalid --scales {text!r}: empty entry between commas")
+    scales = [parse_scale(t) for t in items]
+    return normalize_scales(scales)
+
+
+@app.command(help=HELP, no_args_is_help=True)
+def eval_cmd(
+    data_dirs: Annotated[list[Path], typer.Argument(
+        metavar="DATA_DIR", show_default=False,
+        help="Folders of HR images (png, jpg, jpeg, bmp, tif, webp; not searched recursively).")],
+    scales: Annotated[str, typer.Option(
+        "--scales", "-s", metavar="LIST",
+        help="Comma-separated scales, e.g. 2,3,4,1.6,2x3.5 (HEIGHTxWIDTH for asymmetric).")] = "2,3,4",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", metavar="DIR_OR_CKPT",
+        help="Model to evaluate: a checkpoint or an exported model folder. "
+             "Default: the bundled default model.")] = None,
+    backend: Annotated[Optional[str], typer.Option(
+        "--backend", "-b", metavar="NAME",
+        help=f"Inference backend: {' | '.join(BACKENDS)}. Default: the runtime's choice.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", "-t", metavar="N", help="CPU threads for inference.")] = None,
+    tile: Annotated[Optional[int], typer.Option(
+        "--tile", metavar="N", help="Process the LR input in tiles of N pixels (saves memory).")] = None,
+    bicubic: Annotated[bool, typer.Option(
+        "--bicubic", help="Evaluate PIL bicubic upscaling instead of a model (the baseline).")] = False,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", metavar="OUT.json",
+        help="Also write all results (per image too) to this JSON file.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --json file.")] = False,
+    reference: Annotated[Optional[Path], typer.Option(
+        "--reference", metavar="REF.json",
+        help="Reference numbers ({\"psnr\": {dataset: {scale: dB}}}) to show a dPSNR column.")] = None,
+) -> None:
+    try:
+        _run(data_dirs, scales, model, backend, threads, tile, bicubic, json_out, overwrite, reference)
+    except UserError as e:
+        _fail(str(e))
+
+
+def _fail(message: str) -> None:
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(2)
+
+
+def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_out, overwrite, reference) -> None:
+    from asisr.evaluation import check_output_path, format_table, make_report, preflight, write_json
+
+    # 1. everything that can be checked without work
+    pairs = parse_scales(scales_text)
+    if bicubic and model is not None:
+        raise UserError("--bicubic and --model exclude each other: choose one")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    if tile is not None and tile < 1:
+        raise UserError(f"--tile must be >= 1, got {tile}")
+    if json_out is not None:
+        check_output_path(json_out, overwrite)
+    ref_data = _read_reference(reference) if reference is not None else None
+    runtime = None
+    if not bicubic:
+        import asisr.runtime as runtime
+
+        known = tuple(getattr(runtime, "BACKENDS", BACKENDS))
+        if backend is not None:
+            backend = backend.strip().lower()
+            if backend not in known:
+                raise UserError(f"unknown --backend {backend!r}; choose one of: {', '.join(known)}")
+    for d in data_dirs:
+        preflight(d, pairs)
+
+    # 2. the model
+    if bicubic:
+        from asisr.evaluation import bicubic_upscale
+
+        results = _evaluate_all(data_dirs, pairs, bicubic_upscale, "bicubic (PIL)")
+    else:
+        kwargs = {k: v for k, v in (("backend", backend), ("threads", threads), ("tile", tile)) if v is not None}
+        if "max_scale" in inspect.signature(runtime.open_upscaler).parameters:
+            # Evaluation asks for its scales explicitly, out-of-distribution ones included: allow
+            # them. round(h * s) / h exceeds s by at most 0.5 / h, hence the margin.
+            kwargs["max_scale"] = max(max(sh, sw) for sh, sw in pairs) + 0.5
+        up = runtime.open_upscaler(model, **kwargs)
+        name = _model_name(up, model, backend)
+        with (up if hasattr(up, "__enter__") else contextlib.nullcontext(up)):
+            results = _evaluate_all(data_dirs, pairs, up.upscale_to, name)
+        close = getattr(up, "close", None)
+        if callable(close):
+            close()
+
+    # 3. the report
+    name = results[0]["name"]
+    typer.echo(format_table(results, reference=ref_data, title=f"{name}: PSNR / SSIM on Y"))
+    if json_out is not None:
+        write_json(json_out, make_report(results, model=name), overwrite=overwrite)
+        typer.echo(f"wrote {json_out}", err=True)
+
+
+def _evaluate_all(data_dirs, pairs, upscale_fn, name: str) -> list[dict]:
+    from asisr.evaluation import evaluate
+
+    return [evaluate(d, pairs, upscale_fn, name=name, progress=_progress(d, len(pairs))) for d in data_dirs]
+
+
+def _model_name(up, model, backend) -> str:
+    """A label for the table: the pipeline's model name and backend when the runtime tells them."""
+    info = getattr(getattr(up, "pipeline", None), "info", None)
+    info = info if isinstance(info, dict) else {}
+    label = getattr(up, "name", None) or info.get("model") or (Path(model).name if model else "default model")
+    used = info.get("backend") or backend
+    return f"{label} [{used}]" if used else str(label)
+
+
+def _read_reference(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"reference file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read reference file {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("psnr"), dict):
+        raise UserError(f"reference file {path} has no \"psnr\" table ({{dataset: {{scale: dB}}}})")
+    return data
+
+
+def _progress(folder: Path, n_scales: int):
+    """A tqdm bar on stderr when it is a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def update(step: int, total: int, info: str) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=Path(folder).name, file=sys.stderr,
+                                      leave=False, unit="img")
+        bar.set_postfix_str(info, refresh=False)
+        bar.update(step - bar.n)
+        if step >= total:
+            bar.close()
+
+    return update
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: usage errors and UserErrors as one ``error:`` line, exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args=argv, prog_name="asisr-eval", standalone_mode=False)
+    except typer.Exit as e:  # raised in non-standalone mode by some typer versions
+        rc = e.exit_code
+    except _NoArgsIsHelpError as e:  # no arguments at all: show the help
+        typer.echo(e.format_message(), err=True)
+        rc = 2
+    except _UsageError as e:
+        hint = "" if "--help" in e.format_message() else " (see asisr-eval --help)"
+        typer.echo("error: " + " ".join(e.format_message().split()) + hint, err=True)
+        rc = 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        rc = 130
+    except UserError as e:  # raised outside the command body (should not happen)
+        typer.echo("error: " + " ".join(str(e).split()), err=True)
+        rc = 2
+    rc = rc if isinstance(rc, int) else 0
+    if argv is None:
+        sys.exit(rc)
+    return rc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""``asisr-parity``: check an exported model against its PyTorch checkpoint."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from asisr.cli.common import make_app, run_app
+from asisr.errors import UserError
+
+EXIT_PARITY_FAILED = 1
+
+HELP = (
+    "Run an exported model through a backend and the PyTorch checkpoint on the same inputs, at LR\n"
+    "shapes and scales other than the export shape (incl. asymmetric and a mixed-scale batch), and\n"
+    "report max / mean / p99 absolute error and PSNR per case. Exits 1 past the tolerance.\n\n"
+    "Examples:\n\n"
+    "  asisr-parity liif_onnx/ --checkpoint edsr-baseline-liif.pth\n\n"
+    "  asisr-parity --checkpoint edsr-baseline-liif.pth --images Set5/   (exports to a temp dir first)"
+)
+app = make_app(HELP)
+
+
+@app.command(help=HELP)
+def parity(
+    model_dir: Optional[Path] = typer.Argument(None, help="Exported model directory; omitted: export CHECKPOINT now."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="The PyTorch reference checkpoint."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="Backend under test: onnxruntime."),
+    provider: Optional[list[str]] = typer.Option(None, "--provider", help="ONNX Runtime provider: cpu, cuda, tensorrt."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images to crop test inputs from."),
+    shapes: str = typer.Option("17x23,32x24,45x38", "--shapes", help="LR shapes HxW, comma-separated."),
+    scales: str = typer.Option("2,3.7,1.6,2x3.5", "--scales", help="Scales, comma-separated (HxW for asymmetric)."),
+    tolerance: float = typer.Option(1e-4, "--tolerance", help="Max abs error allowed on [0,1] outputs."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
+) -> None:
+    from asisr.evaluation.parity import build_cases, check_parity
+    from asisr.export.manifest import read_manifest
+    from asisr.models import load, sha256_file
+    from asisr.runtime.sources import _onnx_pipeline, bundled_default
+
+    if backend != "onnxruntime":
+        raise UserError(f"backend {backend!r} cannot be parity-checked yet (available: onnxruntime)")
+    try:
+        shape_list = [tuple(int(v) for v in s.lower().split("x")) for s in shapes.split(",")]
+        assert all(len(s) == 2 and min(s) >= 2 for s in shape_list)
+    except (ValueError, AssertionError):
+        raise UserError(f"invalid --shapes {shapes!r}: expected HxW pairs like 17x23,32x24") from None
+    scale_list = [s.strip() for s in scales.split(",") if s.strip()]
+    if images is not None and not images.is_dir():
+        raise UserError(f"--images is not a folder: {images}")
+    if json_out is not None and json_out.exists():
+        raise UserError(f"output exists: {json_out}")
+    ckpt = checkpoint if checkpoint is not None else bundled_default()
+    model = load(ckpt)
+    with tempfile.TemporaryDirectory(prefix="asisr-parity-") as tmp:
+        if model_dir is None:
+            from asisr.export.onnx import export_onnx
+
+            model_dir = export_onnx(model, Path(tmp) / "onnx")
+        manifest = read_manifest(model_dir)
+        recorded = manifest.data["model"].get("checkpoint_sha256")
+        if recorded and recorded != sha256_file(ckpt):
+            raise UserError(f"{model_dir} was exported from a different checkpoint than {ckpt} (sha256 differs)")
+        cases = build_cases(shape_list, scale_list, images)
+        report = check_parity(_onnx_pipeline(Path(model_dir), threads, provider), model.reference(), cases, tolerance)
+    typer.echo(f"parity: {manifest.model} ({model_dir}) on {backend} vs PyTorch reference ({ckpt})")
+    typer.echo(report.table())
+    if json_out is not None:
+        json_out.write_text(json.dumps({"model": manifest.model, "tolerance": tolerance, "passed": report.passed,
+                                        "cases": [r.to_dict() for r in report.results]}, indent=2))
+    if not report.passed:
+        print("error: parity check failed", file=sys.stderr)
+        raise typer.Exit(EXIT_PARITY_FAILED)
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()
