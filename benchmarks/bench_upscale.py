@@ -97,12 +97,23 @@ def run_one_backend(args: argparse.Namespace) -> dict:
     rss_before = _maxrss_mib()
     t0 = time.perf_counter()
     if backend == "bicubic":
-        upscale, closer = bicubic_upscale, None
+        up, upscale = None, bicubic_upscale
     else:
+        import inspect
+
         from asisr.runtime import open_upscaler
 
-        up = open_upscaler(args.model, backend=backend, threads=args.threads, tile=args.tile)
-        upscale, closer = up.upscale_to, getattr(up, "close", None)
+        kwargs = {"backend": backend}
+        if args.threads is not None:
+            kwargs["threads"] = args.threads
+        if args.tile is not None:
+            kwargs["tile"] = args.tile
+        if "max_scale" in inspect.signature(open_upscaler).parameters:
+            kwargs["max_scale"] = scale.max + 0.5  # round(h * s) / h may exceed s by up to 0.5 / h
+        up = open_upscaler(args.model, **kwargs)
+        if hasattr(up, "__enter__"):
+            up.__enter__()
+        upscale = up.upscale_to
     open_s = time.perf_counter() - t0
 
     for i in range(args.warmup):
@@ -121,8 +132,11 @@ def run_one_backend(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t0)
     shave = shave_for(scale.h, scale.w)
     psnr = float(np.mean([psnr_y(np.asarray(sr), hr, shave) for sr, (_, hr, _) in zip(outputs, pairs)]))
-    if callable(closer):
-        closer()
+    if up is not None:
+        if hasattr(up, "__exit__"):
+            up.__exit__(None, None, None)
+        if callable(getattr(up, "close", None)):
+            up.close()
     peak = _maxrss_mib()
     med = statistics.median(times)
     return {

@@ -49,3 +49,15 @@ def load(path: str | Path):
     model.checkpoint_sha256 = sha256_file(path)
     model.checkpoint_path = str(path)
     return model.eval()
+
+
+def save(model, path: str | Path) -> Path:
+    """Write asisr's own checkpoint form: ``{'asisr': {'name', 'config'}, 'state_dict'}``, atomically."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"asisr": {"name": model.name, "config": model.config}, "state_dict": model.state_dict()}, tmp)
+    os.replace(tmp, path)
+    return path

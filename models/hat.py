@@ -34,7 +34,7 @@ def reflect_index(n, total: int, device) -> torch.Tensor:
     reflecting for larger pads; needs ``n >= 2``.
     """
     i = torch.arange(total, device=device)
-    period = 2 * n - 2
+    period = torch.full_like(i[:1], 2) * n - 2  # a tensor: remainder by a symbolic int does not export
     j = torch.remainder(i, period)
     return torch.where(j < n, j, period - j)
 
@@ -293,4 +293,4 @@ class HATBackbone(nn.Module):
             y = layer(y, code, self.relative_position_index_SA, self.relative_position_index_OCA, mask)
         y = self.norm(y).permute(0, 3, 1, 2)
         y = self.conv_after_body(y) + x
-        return y[:, :, :h, :w]
+        return y[:, :, :h, :w].contiguous()

@@ -214,7 +214,14 @@ def test_json_in_missing_folder(data, tmp_path):
     (["--tile", "-1"], "--tile"),
     (["--tile", "0"], "--tile"),
 ])
-def test_bad_options(data, args, fragment):
+def test_bad_options(data, args, fragment, monkeypatch):
+    def open_upscaler(*a, **kw):
+        raise AssertionError("the model must not be opened when an option is bad")
+
+    fake = types.ModuleType("asisr.runtime")
+    fake.open_upscaler = open_upscaler
+    fake.BACKENDS = ("torch", "onnxruntime")
+    monkeypatch.setitem(sys.modules, "asisr.runtime", fake)
     assert_one_line_error(invoke(data, *args), fragment)
 
 

@@ -1,0 +1,92 @@
+"""ONNX export: valid graphs, a truthful manifest, parity at shapes other than the export shape."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from asisr.errors import UserError
+from asisr.evaluation.parity import build_cases, check_parity
+from asisr.export.manifest import read_manifest
+from asisr.models import load, sha256_file
+from asisr.runtime.sources import _onnx_pipeline
+
+
+def test_graphs_are_valid_and_dynamic(tiny_liif_onnx):
+    for stage in ("backbone", "upsampler"):
+        model = onnx.load(str(tiny_liif_onnx / f"{stage}.onnx"))
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version == 18
+        for value in model.graph.input:
+            dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+            assert dims[0] == "batch"
+        # no op may hold the scale as a constant: the scale is a graph input of both stages
+    inputs = {i.name for i in onnx.load(str(tiny_liif_onnx / "upsampler.onnx")).graph.input}
+    assert inputs == {"features", "scale", "rows", "cols"}
+
+
+def test_manifest_records_what_was_exported(tiny_liif_onnx, tiny_liif_ckpt):
+    m = read_manifest(tiny_liif_onnx).data
+    assert m["model"]["name"] == "liif"
+    assert m["model"]["checkpoint_sha256"] == sha256_file(tiny_liif_ckpt)
+    assert m["opset"] == 18
+    assert m["graphs"]["upsampler"]["sha256"] == sha256_file(tiny_liif_onnx / "upsampler.onnx")
+    assert m["graphs"]["upsampler"]["inputs"][2] == {"name": "rows", "dtype": "float32", "shape": ["batch", "out_height"]}
+    assert m["scale_range"] == [1.0, 12.0]
+
+
+def test_parity_passes_at_other_shapes(tiny_liif_onnx, tiny_liif_ckpt):
+    report = check_parity(_onnx_pipeline(tiny_liif_onnx, 2, None), load(tiny_liif_ckpt).reference(), build_cases())
+    assert report.passed, report.table()
+    assert len(report.results) >= 13
+    assert max(r.stats.max_abs for r in report.results) < 1e-5
+
+
+def test_parity_catches_a_graph_with_a_baked_shape(tiny_liif_onnx, tiny_liif_ckpt, tmp_path, monkeypatch):
+    """A hand-written export that turns a size into a Python int (legacy tracer) must fail parity."""
+    import shutil
+
+    import asisr.models.liif as liif
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_liif_onnx, broken)
+    model = load(tiny_liif_ckpt)
+    original = liif._nearest_index
+    monkeypatch.setattr(liif, "_nearest_index", lambda c, s, size: original(c, s, int(size)))
+    feat = torch.rand(1, 16, 19, 23)
+    args = (feat, torch.tensor([[2.0, 2.0]]), torch.rand(1, 38) * 19, torch.rand(1, 46) * 23)
+    torch.onnx.export(model.upsampler, args, str(broken / "upsampler.onnx"), dynamo=False, opset_version=17,
+                      input_names=["features", "scale", "rows", "cols"], output_names=["rgb"],
+                      dynamic_axes={"features": {0: "b", 2: "h", 3: "w"}, "scale": {0: "b"},
+                                    "rows": {0: "b", 1: "H"}, "cols": {0: "b", 1: "W"}})
+    monkeypatch.setattr(liif, "_nearest_index", original)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["graphs"]["upsampler"]["sha256"] = sha256_file(broken / "upsampler.onnx")
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    report = check_parity(_onnx_pipeline(broken, 2, None), model.reference(), build_cases())
+    assert not report.passed
+    assert sum(not r.passed for r in report.results) >= 8, report.table()
+
+
+def test_tampered_graph_is_refused(tiny_liif_onnx, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_liif_onnx, copy)
+    with open(copy / "backbone.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(UserError, match="manifest does not match its graphs: backbone.onnx"):
+        read_manifest(copy)
+
+
+def test_export_refuses_existing_output(tiny_liif_ckpt, tmp_path):
+    from asisr.export.onnx import export_onnx
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UserError, match="output exists"):
+        export_onnx(load(tiny_liif_ckpt), tmp_path / "out")
+    with pytest.raises(UserError, match="opset 20 is not supported"):
+        export_onnx(load(tiny_liif_ckpt), tmp_path / "new", opset=20)
