@@ -3,6 +3,10 @@
 Both graphs are traced by the dynamo exporter (``torch.export``), which keeps every size
 symbolic; the legacy TorchScript tracer silently bakes Python-side shapes into constants.
 Example inputs use batch 2 and sizes > 1 so no axis is specialised to 0/1.
+
+The exporter's own graph optimizer is off: it folds ``x + 1e-9`` to ``x`` (small constants
+compared to zero with a tolerance), which turned LIIF's ensemble weights into 0/0 = NaN at
+queries that hit an LR centre exactly. ONNX Runtime and TensorRT optimise the graph anyway.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def _export_graph(module: torch.nn.Module, args: tuple, path: Path, inputs: dict
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=opset, input_names=list(inputs),
             output_names=list(outputs), dynamic_shapes=_dims(inputs), verbose=False,
+            optimize=False,  # see the module docstring
         )
     program.save(str(path))
     model = onnx.load(str(path))

@@ -287,7 +287,7 @@ class HATBackbone(nn.Module):
         x = (lr - self.mean) * self.img_range
         x = x.index_select(2, reflect_index(h, hp, lr.device)).index_select(3, reflect_index(w, wp, lr.device))
         x = self.conv_first(x)
-        mask = shifted_window_mask(hp, wp, ws, self.shift_size, lr.device)
+        mask = shifted_window_mask(hp, wp, ws, self.shift_size, lr.device).to(x.dtype)
         y = self.patch_embed.norm(x.permute(0, 2, 3, 1))
         for layer in self.layers:
             y = layer(y, code, self.relative_position_index_SA, self.relative_position_index_OCA, mask)

@@ -195,8 +195,9 @@ class KrigingUpsampler(nn.Module):
         flat = (torch.arange(b, device=rows.device)[:, None, None] * h + iy[:, :, None]) * w + ix[:, None, :]
         gathered = lr_proj.permute(0, 2, 3, 1).reshape(b * h * w, self.width).index_select(0, flat.reshape(-1))
         gathered = gathered.view(b, hq, wq, self.width).permute(0, 3, 1, 2)
-        enc_y = self.offset.axis((uy - cy) * my)  # (B, n, Hq)
-        enc_x = self.offset.axis((ux - cx) * mx)  # (B, n, Wq)
+        # geometry stays float32 (coordinates need it); the codes join the feature dtype
+        enc_y = self.offset.axis((uy - cy) * my).to(features.dtype)  # (B, n, Hq)
+        enc_x = self.offset.axis((ux - cx) * mx).to(features.dtype)  # (B, n, Wq)
         ey = torch.einsum("on,bnq->boq", we[:, self._enc_y], enc_y)
         ex = torch.einsum("on,bnq->boq", we[:, self._enc_x], enc_x) + self.head[0].bias[None, :, None]
         x = self.act(gathered + ey[:, :, :, None] + ex[:, :, None, :])
@@ -205,7 +206,7 @@ class KrigingUpsampler(nn.Module):
         dy = self._neighbour_dist2(uy, cy, my)  # (B, 3, Hq)
         dx = self._neighbour_dist2(ux, cx, mx)  # (B, 3, Wq)
         inv_l2 = -0.5 / self.rbf1.lengthscale.square()
-        factors = [torch.exp((dx[:, kw, None, :] + dy[:, kh, :, None]) * inv_l2).unsqueeze(1)
+        factors = [torch.exp((dx[:, kw, None, :] + dy[:, kh, :, None]) * inv_l2).unsqueeze(1).to(features.dtype)
                    for kh in range(3) for kw in range(3)]  # 9 x (B, 1, Hq, Wq)
 
         skip = x

@@ -163,7 +163,7 @@ class Conv2DMod(nn.Module):
         self.padding = kernel // 2
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        s = self.to_style(code) + 1.0  # (B, in)
+        s = self.to_style(code.to(self.to_style.weight.dtype)) + 1.0  # (B, in)
         y = F.conv2d(x * s[:, :, None, None], self.weight, padding=self.padding)
         if self.demod:
             w2 = self.weight.square().sum(dim=(2, 3))  # (out, in)

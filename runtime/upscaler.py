@@ -121,6 +121,9 @@ class Upscaler:
                 rgb_tile = self.pipeline.upsample(feat, scale, r.coords.astype(np.float32)[None],
                                                   c.coords.astype(np.float32)[None])
                 out[:, r.out, c.out] = rgb_tile[0, :, r.keep, c.keep]
+        if not np.isfinite(out).all():
+            raise UserError(f"the {self.pipeline.info.get('backend', 'model')} backend produced NaN or infinite values; "
+                            "check the model with asisr-parity")
         return np.clip(out, 0.0, 1.0).transpose(1, 2, 0)
 
     def _features(self, lr: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -1,11 +1,10 @@
-"""asisr-eval: the --bicubic path, the model path (with a stand-in runtime) and every bad input."""
+"""asisr-eval: the --bicubic path, the model path (a real tiny model) and every bad input."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -59,35 +58,6 @@ def assert_one_line_error(result, *fragments: str):
     assert result.stdout.strip() == ""  # refused before printing any result
 
 
-# ----------------------------------------------------------------------------- happy paths
-
-
-def test_bicubic_table_and_json(data, tmp_path):
-    out = tmp_path / "res.json"
-    r = invoke(data, "--bicubic", "--scales", "2,3,2x3.5,2", "--json", out)
-    assert r.exit_code == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0].startswith("bicubic (PIL)")
-    assert "Tiny (2 images)" in lines[1]
-    assert [ln.split()[0] for ln in lines[4:]] == ["2", "3", "2x3.5"]
-    rep = json.loads(out.read_text())
-    assert rep["model"] == "bicubic (PIL)"
-    assert set(rep["psnr"]["Tiny"]) == {"2", "3", "2x3.5"}
-    assert f"{rep['psnr']['Tiny']['2']:.3f}" in lines[4]
-    assert rep["results"][0]["scales"]["3"]["per_image"]["a.png"]["hr_size"] == [39, 48]
-    # --overwrite replaces it
-    r = invoke(data, "--bicubic", "--scales", "4", "--json", out, "--overwrite")
-    assert r.exit_code == 0, r.stderr
-    assert set(json.loads(out.read_text())["psnr"]["Tiny"]) == {"4"}
-
-
-@pytest.mark.skipif(not SET5.is_dir(), reason=f"shared data not found: {SET5}")
-def test_bicubic_set5_reference_number():
-    r = invoke(SET5, "--bicubic", "--scales", "2")
-    assert r.exit_code == 0, r.stderr
-    assert "33.673" in r.stdout.splitlines()[4]
-
-
 def test_help_has_examples():
     r = invoke("--help")
     assert r.exit_code == 0
@@ -95,57 +65,21 @@ def test_help_has_examples():
         assert text in r.stdout
 
 
-def test_model_path_uses_open_upscaler(data, monkeypatch):
-    """The CLI opens the model through asisr.runtime.open_upscaler (replaced here by a stand-in)."""
-    opened = {}
-
-    class FakeUpscaler:
-        name = "fake-model"
-
-        def upscale_to(self, lr, size):
-            opened.setdefault("calls", 0)
-            opened["calls"] += 1
-            return bicubic_upscale(lr, size)
-
-        def close(self):
-            opened["closed"] = True
-
-    def open_upscaler(model, backend=None, threads=None, tile=None):
-        opened.update(model=model, backend=backend, threads=threads, tile=tile)
-        return FakeUpscaler()
-
-    fake = types.ModuleType("asisr.runtime")
-    fake.open_upscaler = open_upscaler
-    monkeypatch.setitem(sys.modules, "asisr.runtime", fake)
-
-    r = invoke(data, "--model", "some.pth", "--backend", "onnxruntime", "--threads", "3", "--tile", "64",
-               "--scales", "2")
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_model_path_with_a_real_model(data, tiny_liif_ckpt, backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "r.json"
+    r = invoke(data, "--model", tiny_liif_ckpt, "--backend", backend, "--threads", "2", "--tile", "16",
+               "--scales", "2,2x3.5", "--json", out)
     assert r.exit_code == 0, r.stderr
-    assert opened == {"model": "some.pth", "backend": "onnxruntime", "threads": 3, "tile": 64,
-                      "calls": 2, "closed": True}
-    assert r.stdout.startswith("fake-model [onnxruntime]")
+    assert r.stdout.startswith(f"liif [{backend}]")
+    report = json.loads(out.read_text())
+    psnr = report["psnr"]["Tiny"]
+    assert set(psnr) == {"2", "2x3.5"} and all(5 < v < 60 for v in psnr.values())
 
-    opened.clear()
-    r = invoke(data, "--scales", "2")  # no --model: the default model
-    assert r.exit_code == 0, r.stderr
-    assert opened["model"] is None and opened["backend"] is None
 
-    # a runtime that guards the scale range is told to allow the requested scales (+ rounding margin)
-    def open_with_guard(model, backend="torch", threads=None, tile=None, max_scale=None):
-        opened.update(model=model, max_scale=max_scale)
-        return FakeUpscaler()
-
-    fake.open_upscaler = open_with_guard
-    opened.clear()
-    r = invoke(data, "--scales", "2,2x7.5", "--model", "m.pth")
-    assert r.exit_code == 0, r.stderr
-    assert opened["max_scale"] == 8.0
-
-    def failing(model, **kw):
-        raise UserError("no such model: x.pth")
-
-    fake.open_upscaler = failing
-    assert_one_line_error(invoke(data, "--model", "x.pth", "--scales", "2"), "no such model: x.pth")
+def test_model_errors_are_one_line(data, tmp_path):
+    assert_one_line_error(invoke(data, "--model", tmp_path / "x.pth", "--scales", "2"), "model not found")
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -215,13 +149,12 @@ def test_json_in_missing_folder(data, tmp_path):
     (["--tile", "0"], "--tile"),
 ])
 def test_bad_options(data, args, fragment, monkeypatch):
+    import asisr.runtime
+
     def open_upscaler(*a, **kw):
         raise AssertionError("the model must not be opened when an option is bad")
 
-    fake = types.ModuleType("asisr.runtime")
-    fake.open_upscaler = open_upscaler
-    fake.BACKENDS = ("torch", "onnxruntime")
-    monkeypatch.setitem(sys.modules, "asisr.runtime", fake)
+    monkeypatch.setattr(asisr.runtime, "open_upscaler", open_upscaler)
     assert_one_line_error(invoke(data, *args), fragment)
 
 

@@ -45,6 +45,26 @@ def test_parity_passes_at_other_shapes(tiny_liif_onnx, tiny_liif_ckpt):
     assert max(r.stats.max_abs for r in report.results) < 1e-5
 
 
+def test_queries_on_exact_lr_centres_stay_finite(tiny_liif_onnx, tiny_liif_ckpt):
+    """Regression: x3 puts border queries exactly on LR centres, where all ensemble areas are 0.
+
+    The exporter's optimizer once folded the ``+ 1e-9`` away and the graph returned 0/0 = NaN.
+    """
+    import numpy as np
+
+    from asisr.models import make_query
+
+    pipeline = _onnx_pipeline(tiny_liif_onnx, 2, None)
+    lr = np.random.default_rng(0).random((1, 3, 20, 24), dtype=np.float32)
+    scale, rows, cols = make_query(20, 24, 60, 72)
+    with pipeline:
+        out = pipeline.upsample(pipeline.features(lr, scale), scale, rows, cols)
+    with torch.no_grad():
+        ref = load(tiny_liif_ckpt).reference()(*(torch.from_numpy(a) for a in (lr, scale, rows, cols))).numpy()
+    assert np.isfinite(out).all()
+    assert np.abs(out - ref).max() < 1e-5
+
+
 def test_parity_catches_a_graph_with_a_baked_shape(tiny_liif_onnx, tiny_liif_ckpt, tmp_path, monkeypatch):
     """A hand-written export that turns a size into a Python int (legacy tracer) must fail parity."""
     import shutil

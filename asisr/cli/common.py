@@ -1,46 +1,49 @@
-"""What every asisr command shares: one-line errors, exit codes, option parsing."""
+"""What every asisr command shares: one-line errors, exit codes, the typer app factory."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import typer
 
 from asisr.errors import UserError
 
+try:  # typer >= 0.2x vendors click; older typer uses click itself
+    from typer._click import exceptions as _click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _click_exceptions
+
 EXIT_USER_ERROR = 2
+_UsageError = _click_exceptions.UsageError
+_NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
 
-def run_app(app: typer.Typer) -> None:
-    """Run a typer app, turning ``UserError`` into ``error: ...`` on stderr and exit code 2."""
+def make_app(help_text: str | None = None) -> typer.Typer:
+    return typer.Typer(add_completion=False, help=help_text, pretty_exceptions_enable=False, rich_markup_mode=None,
+                       context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+
+def run_app(app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> int:
+    """Run ``app``; usage errors and ``UserError`` become one ``error:`` line and exit status 2."""
+    command = typer.main.get_command(app)
     try:
-        app(standalone_mode=False)
+        rc = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except typer.Exit as e:
+        rc = e.exit_code
+    except _NoArgsIsHelpError as e:
+        typer.echo(e.format_message(), err=True)
+        rc = EXIT_USER_ERROR
+    except _UsageError as e:
+        hint = "" if "--help" in e.format_message() else f" (see {prog_name} --help)"
+        typer.echo("error: " + " ".join(e.format_message().split()) + hint, err=True)
+        rc = EXIT_USER_ERROR
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        rc = 130
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code or 0)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            print("error: aborted", file=sys.stderr)
-            sys.exit(1)
-        raise
-
-
-def make_app(help_text: str) -> typer.Typer:
-    return typer.Typer(add_completion=False, help=help_text, pretty_exceptions_enable=False,
-                       context_settings={"help_option_names": ["-h", "--help"]})
-
-
-def single_command(app: typer.Typer) -> Callable[[], None]:
-    return lambda: run_app(app)
+        typer.echo("error: " + " ".join(str(e).split()), err=True)
+        rc = EXIT_USER_ERROR
+    rc = rc if isinstance(rc, int) else 0
+    if argv is None:
+        sys.exit(rc)
+    return rc

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -11,17 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from asisr.cli.common import make_app, run_app
 from asisr.errors import UserError
 
-try:  # typer >= 0.2x vendors click; older typer uses click itself
-    from typer._click import exceptions as _click_exceptions
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as _click_exceptions
-
-_UsageError = _click_exceptions.UsageError
-_NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
-
-BACKENDS = ("torch", "onnxruntime")  # the runtime's own list (asisr.runtime.BACKENDS) wins
 
 HELP = """\
 Evaluate super-resolution quality on folders of high-resolution (HR) images.
@@ -49,12 +39,7 @@ Examples:
 Exit status: 0 on success, 2 on a usage or input problem (printed as one 'error:' line).
 """
 
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
+app = make_app()
 
 
 def parse_scales(text: str) -> list[tuple[float, float]]:
@@ -85,7 +70,7 @@ def eval_cmd(
              "Default: the bundled default model.")] = None,
     backend: Annotated[Optional[str], typer.Option(
         "--backend", "-b", metavar="NAME",
-        help=f"Inference backend: {' | '.join(BACKENDS)}. Default: the runtime's choice.")] = None,
+        help="Inference backend: torch | onnxruntime. Default: torch.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", "-t", metavar="N", help="CPU threads for inference.")] = None,
     tile: Annotated[Optional[int], typer.Option(
@@ -130,7 +115,7 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
     if not bicubic:
         import asisr.runtime as runtime
 
-        known = tuple(getattr(runtime, "BACKENDS", BACKENDS))
+        known = runtime.BACKENDS
         if backend is not None:
             backend = backend.strip().lower()
             if backend not in known:
@@ -144,18 +129,12 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
 
         results = _evaluate_all(data_dirs, pairs, bicubic_upscale, "bicubic (PIL)")
     else:
-        kwargs = {k: v for k, v in (("backend", backend), ("threads", threads), ("tile", tile)) if v is not None}
-        if "max_scale" in inspect.signature(runtime.open_upscaler).parameters:
-            # Evaluation asks for its scales explicitly, out-of-distribution ones included: allow
-            # them. round(h * s) / h exceeds s by at most 0.5 / h, hence the margin.
-            kwargs["max_scale"] = max(max(sh, sw) for sh, sw in pairs) + 0.5
-        up = runtime.open_upscaler(model, **kwargs)
-        name = _model_name(up, model, backend)
-        with (up if hasattr(up, "__enter__") else contextlib.nullcontext(up)):
-            results = _evaluate_all(data_dirs, pairs, up.upscale_to, name)
-        close = getattr(up, "close", None)
-        if callable(close):
-            close()
+        # Evaluation asks for its scales explicitly, out-of-distribution ones included: allow
+        # them. round(h * s) / h exceeds s by at most 0.5 / h, hence the margin.
+        max_scale = max(max(sh, sw) for sh, sw in pairs) + 0.5
+        up = runtime.open_upscaler(model, backend=backend or "torch", threads=threads, tile=tile, max_scale=max_scale)
+        with up:
+            results = _evaluate_all(data_dirs, pairs, up.upscale_to, _model_name(up))
 
     # 3. the report
     name = results[0]["name"]
@@ -168,16 +147,12 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
 def _evaluate_all(data_dirs, pairs, upscale_fn, name: str) -> list[dict]:
     from asisr.evaluation import evaluate
 
-    return [evaluate(d, pairs, upscale_fn, name=name, progress=_progress(d, len(pairs))) for d in data_dirs]
+    return [evaluate(d, pairs, upscale_fn, name=name, progress=_progress(d)) for d in data_dirs]
 
 
-def _model_name(up, model, backend) -> str:
-    """A label for the table: the pipeline's model name and backend when the runtime tells them."""
-    info = getattr(getattr(up, "pipeline", None), "info", None)
-    info = info if isinstance(info, dict) else {}
-    label = getattr(up, "name", None) or info.get("model") or (Path(model).name if model else "default model")
-    used = info.get("backend") or backend
-    return f"{label} [{used}]" if used else str(label)
+def _model_name(up) -> str:
+    info = up.pipeline.info
+    return f"{info['model']} [{info['backend']}]"
 
 
 def _read_reference(path: Path) -> dict:
@@ -192,7 +167,7 @@ def _read_reference(path: Path) -> dict:
     return data
 
 
-def _progress(folder: Path, n_scales: int):
+def _progress(folder: Path):
     """A tqdm bar on stderr when it is a terminal; nothing otherwise."""
     if not sys.stderr.isatty():
         return None
@@ -204,7 +179,7 @@ def _progress(folder: Path, n_scales: int):
         bar = state.get("bar")
         if bar is None:
             bar = state["bar"] = tqdm(total=total, desc=Path(folder).name, file=sys.stderr,
-                                      leave=False, unit="img")
+                                      leave=False, unit="step")
         bar.set_postfix_str(info, refresh=False)
         bar.update(step - bar.n)
         if step >= total:
@@ -215,28 +190,7 @@ def _progress(folder: Path, n_scales: int):
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: usage errors and UserErrors as one ``error:`` line, exit status 2."""
-    command = typer.main.get_command(app)
-    try:
-        rc = command.main(args=argv, prog_name="asisr-eval", standalone_mode=False)
-    except typer.Exit as e:  # raised in non-standalone mode by some typer versions
-        rc = e.exit_code
-    except _NoArgsIsHelpError as e:  # no arguments at all: show the help
-        typer.echo(e.format_message(), err=True)
-        rc = 2
-    except _UsageError as e:
-        hint = "" if "--help" in e.format_message() else " (see asisr-eval --help)"
-        typer.echo("error: " + " ".join(e.format_message().split()) + hint, err=True)
-        rc = 2
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("error: interrupted", err=True)
-        rc = 130
-    except UserError as e:  # raised outside the command body (should not happen)
-        typer.echo("error: " + " ".join(str(e).split()), err=True)
-        rc = 2
-    rc = rc if isinstance(rc, int) else 0
-    if argv is None:
-        sys.exit(rc)
-    return rc
+    return run_app(app, "asisr-eval", argv)
 
 
 if __name__ == "__main__":

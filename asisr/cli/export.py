@@ -41,8 +41,8 @@ def export(
     typer.echo(f"exported {model.name} to {out}")
 
 
-def main() -> None:
-    run_app(app)
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, "asisr-export", argv)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,8 @@ def parity(
         raise typer.Exit(EXIT_PARITY_FAILED)
 
 
-def main() -> None:
-    run_app(app)
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, "asisr-parity", argv)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,8 @@ def _run_folder(upscaler, jobs, factor, target) -> None:
     typer.echo(f"wrote {len(jobs)} images" + ("" if jobs else " (all outputs already existed)"))
 
 
-def main() -> None:
-    run_app(app)
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, "asisr-run", argv)
 
 
 if __name__ == "__main__":
