@@ -50,7 +50,7 @@ class LightBackbone(nn.Module):
         self.n_feats, self.n_groups, self.n_resblocks, self.se = n_feats, n_groups, n_resblocks, se
         self.img_range = img_range
         self.scale_code = ScaleCode(scale_code, scale_code_freqs)
-        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.conv_first = nn.Conv2d(3, n_feats, 3, 1, 1)
         self.groups = nn.ModuleList([LightGroup(n_feats, n_resblocks, self.scale_code.dim, se, res_scale)
                                      for _ in range(n_groups)])
@@ -66,7 +66,7 @@ class LightBackbone(nn.Module):
     def forward(self, lr: torch.Tensor, scale: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         if code is None:
             code = self.scale_code(scale, lr.shape[2])
-        x = self.conv_first((lr - self.mean) * self.img_range)
+        x = self.conv_first((lr - self.rgb_mean) * self.img_range)
         y = x
         for g in self.groups:
             y = g(y, code)

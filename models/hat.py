@@ -256,7 +256,7 @@ class HATBackbone(nn.Module):
         ows = int(ws * overlap_ratio) + ws
         self.register_buffer("relative_position_index_SA", relative_position_index_sa(ws))
         self.register_buffer("relative_position_index_OCA", relative_position_index_oca(ws, ows))
-        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
         self.patch_embed = _PatchEmbed(embed_dim)
         self.layers = nn.ModuleList([
@@ -284,7 +284,7 @@ class HATBackbone(nn.Module):
         ws = self.window_size
         hp = (h + ws - 1) // ws * ws
         wp = (w + ws - 1) // ws * ws
-        x = (lr - self.mean) * self.img_range
+        x = (lr - self.rgb_mean) * self.img_range
         x = x.index_select(2, reflect_index(h, hp, lr.device)).index_select(3, reflect_index(w, wp, lr.device))
         x = self.conv_first(x)
         mask = shifted_window_mask(hp, wp, ws, self.shift_size, lr.device).to(x.dtype)

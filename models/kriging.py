@@ -145,7 +145,7 @@ class KrigingUpsampler(nn.Module):
         self.inv2 = InvoTransformerBlock(width, eca)
         self.to_rgb = nn.Sequential(self.act, nn.Conv2d(width, 3, 1))
         self.rbf1 = RBF(lengthscale)
-        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         n = 1 + 2 * self.offset.num_frequencies
         self._enc_x = [2 * j for j in range(n)]  # head input channels (after the features) for x
         self._enc_y = [2 * j + 1 for j in range(n)]
@@ -212,4 +212,4 @@ class KrigingUpsampler(nn.Module):
         skip = x
         x = self.act(self.inv1(x, factors))
         x = self.act(self.inv2(x, factors))
-        return self.to_rgb(x + skip) / self.img_range + self.mean
+        return self.to_rgb(x + skip) / self.img_range + self.rgb_mean

@@ -286,3 +286,18 @@ def test_onnx_dynamic_shapes_mixed_scales(which, tmp_path):
                                      "cols": cols.numpy()})[0]
         assert np.abs(feat_o - feat.numpy()).max() <= 1e-4
         assert np.abs(out_o - out.numpy()).max() <= 1e-4
+
+
+def test_light_trains_one_step():
+    torch.manual_seed(0)
+    model = tiny_light().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lr = torch.rand(2, 3, 12, 12)
+    scale, rows, cols = mixed_query(12, 12, [(2.0, 2.0), (3.0, 2.5)])
+    target = torch.rand(2, 3, rows.shape[1], cols.shape[1])
+    loss = (model(lr, scale, rows, cols) - target).abs().mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.upsampler.rbf1.lengthscale.grad.abs() > 0  # the kriging length scale learns
+    opt.step()
