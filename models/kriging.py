@@ -146,9 +146,8 @@ class KrigingUpsampler(nn.Module):
         self.to_rgb = nn.Sequential(self.act, nn.Conv2d(width, 3, 1))
         self.rbf1 = RBF(lengthscale)
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
-        n = 1 + 2 * self.offset.num_frequencies
-        self._enc_x = [2 * j for j in range(n)]  # head input channels (after the features) for x
-        self._enc_y = [2 * j + 1 for j in range(n)]
+        self._enc_x = self.offset.channel_index(0)  # head input channels (after the features) for x
+        self._enc_y = self.offset.channel_index(1)
 
     # ---------------------------------------------------------------- per-axis geometry
     def _axis(self, pos: torch.Tensor, lr_len, scale_axis: torch.Tensor):

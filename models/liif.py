@@ -136,7 +136,12 @@ def _liif(n_resblocks: int = 16, n_feats: int = 64, hidden: list[int] | None = N
 @register_model("liif")
 def liif(pretrained: bool = False, **kwargs) -> SRModel:
     if pretrained:
-        raise UserError("no bundled LIIF weights; load the official checkpoint with asisr.models.load(path)")
+        from asisr.models.checkpoint import load
+        from asisr.models.pretrained import bundled_path
+
+        if kwargs:
+            raise UserError("pretrained LIIF has a fixed configuration; do not pass constructor arguments")
+        return load(bundled_path("liif"))
     return _liif(**kwargs)
 
 

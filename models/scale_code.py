@@ -95,7 +95,7 @@ class ScaleCode(nn.Module):
         if self.mode == "upstream":
             # Upstream uses cell[:, 0] = 2 / H_hr of the whole call (height only).
             return upstream_pos_enc(upstream_cell(scale[:, 0:1], lr_h), self.num_frequencies)
-        # 1/s per axis lies in (0, 1] for upscaling: small, exact in fp16, tile-independent.
+        # 1/s per axis lies in (0, 1] for upscaling: bounded arguments (fp16-safe), tile-independent.
         return portable_enc(1.0 / scale, self.num_frequencies)
 
     def extra_repr(self) -> str:
@@ -106,8 +106,9 @@ class OffsetCode(nn.Module):
     """Encoding of a query's offset from its nearest LR centre, per axis (separable).
 
     Input ``rel`` (B, Q) = ``2 * (p - centre)`` in [-1, 1] for one axis; output (B, n, Q)
-    with ``n = 1 + 2F`` channels for that axis.  ``interleave`` merges the x and y parts in
-    upstream's channel order.
+    with ``n = 1 + 2F`` channels for that axis.  The full code of a query is upstream's
+    ``pos_enc`` of (x, y): channel ``2j`` is the x part, ``2j + 1`` the y part
+    (``channel_index``); the upsampler applies the head's columns per axis.
     """
 
     def __init__(self, mode: str = "portable", num_frequencies: int | None = None):

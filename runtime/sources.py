@@ -22,12 +22,9 @@ BACKENDS = ("torch", "onnxruntime")
 
 def bundled_default() -> Path:
     """The checkpoint ``asisr-run`` uses when no ``--model`` is given."""
-    from asisr import models
+    from asisr.models.pretrained import default_checkpoint
 
-    path = Path(models.__file__).parent / "weights" / "default.pt"
-    if not path.is_file():
-        raise UserError("no default model is bundled with this installation; pass --model CHECKPOINT_OR_DIR")
-    return path
+    return default_checkpoint()
 
 
 def cache_dir() -> Path:

@@ -206,3 +206,10 @@ def test_export_cli_and_errors(tiny_liif_ckpt, tmp_path, capsys):
     code, _, err = invoke(export_main, ["--checkpoint", tmp_path / "none.pth", "--out", tmp_path / "x"], capsys)
     assert_user_error(code, err, "checkpoint not found")
     assert not (tmp_path / "x").exists()
+
+
+def test_default_model_needs_no_flag(rgb_png, tmp_path, capsys):
+    out = tmp_path / "x3.png"
+    code, stdout, err = run([rgb_png, "--scale", "3", "--out", out], capsys)
+    assert code == 0, err
+    assert read_image(out).shape == (60, 72, 3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +161,6 @@ def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
     torch.save({"params_ema": sd}, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="missing keys .*layers.1.conv.bias.*unexpected keys .*upsampler.extra"):
         M.load(tmp_path / "broken.pth")
-    assert M.registry.detect.__module__  # registry reachable
     from asisr.models.eqsr import detect_eqsr
     assert detect_eqsr({"state_dict": {"x": torch.zeros(1)}}, {}) is None
 

@@ -60,3 +60,10 @@ def test_corrupt_checkpoint(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(UserError, match=message):
         load(path)
+
+
+def test_bundled_liif_is_the_official_checkpoint(liif_ckpt):
+    bundled = create("liif", pretrained=True)
+    official = load(liif_ckpt)
+    for k, v in official.state_dict().items():
+        assert torch.equal(v, bundled.state_dict()[k]), k
