@@ -14,7 +14,8 @@ class ModelDescriptor:
     (``None`` when the backbone has global context, e.g. channel attention, so tiling is
     only approximate), ``upsampler_lr_reach`` LR pixels the upsampler reads around the
     nearest feature of a query, and ``upsampler_hr_reach`` HR pixels of neighbourhood the
-    upsampler mixes (involution on the HR grid).
+    upsampler mixes (involution on the HR grid). ``upsampler_global_pool`` marks upsamplers
+    that pool over the whole output (ECA), whose output tiles are therefore approximate too.
     """
 
     arch: str
@@ -25,13 +26,14 @@ class ModelDescriptor:
     backbone_halo: int | None = 0
     upsampler_lr_reach: int = 1
     upsampler_hr_reach: int = 0
+    upsampler_global_pool: bool = False
     precisions: tuple[str, ...] = ("fp32",)
     normalization: str = "input RGB float32 in [0, 1]; output RGB in [0, 1] (clamp after)"
     extra: dict = field(default_factory=dict)
 
     @property
     def tiles_exactly(self) -> bool:
-        return self.backbone_halo is not None
+        return self.backbone_halo is not None and not self.upsampler_global_pool
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -17,7 +17,7 @@ Checkpoints recognised by ``asisr.models.load``:
   reference key names (``conv_first``, ``layers.N.residual_group.mbconv...``,
   ``upsample.inv1...``); the configuration is inferred from the tensor shapes;
 * asisr's own ``{'asisr': {'name': ..., 'config': kwargs}, 'state_dict': sd}``
-  (``checkpoint_dict(model)`` builds it).
+  (``asisr.models.save(model, path)`` writes it).
 
 Reproducing an upstream call: for a whole image ``lq`` (h, w) upscaled to (H, W), pass
 ``scale = (H / h, W / w)`` and the ``make_query`` rows/cols; the upstream scale vector is
@@ -53,13 +53,11 @@ PAPER_HAT = dict(embed_dim=180, depths=(5, 5, 5, 5, 5, 5), num_heads=(6, 6, 6, 6
 
 
 def _descriptor(arch: str, channels: int, halo: int | None, eca: bool, extra: dict) -> ModelDescriptor:
-    extra = dict(extra)
     # ECA pools over the whole output grid: HR tiles then only approximate the whole image.
-    extra["upsampler_global_pool"] = bool(eca)
     return ModelDescriptor(
         arch=arch, feature_channels=channels, scale_min=1.0, scale_max=8.0, trained_scale_max=4.0,
         backbone_halo=halo, upsampler_lr_reach=UPSAMPLER_LR_REACH, upsampler_hr_reach=UPSAMPLER_HR_REACH,
-        precisions=("fp32", "fp16"), extra=extra)
+        upsampler_global_pool=bool(eca), precisions=("fp32", "fp16"), extra=dict(extra))
 
 
 def build_eqsr_hat(embed_dim: int = 180, depths=PAPER_HAT["depths"], num_heads=PAPER_HAT["num_heads"],
@@ -106,11 +104,6 @@ def eqsr_light(pretrained: bool = False, **kwargs) -> SRModel:
     if pretrained:
         raise UserError("no bundled eqsr_light weights yet; train one or load a checkpoint with asisr.models.load")
     return build_eqsr_light(**kwargs)
-
-
-def checkpoint_dict(model: SRModel) -> dict:
-    """asisr's own checkpoint form for ``torch.save``: name, constructor kwargs, state dict."""
-    return {"asisr": {"name": model.name, "config": dict(model.config)}, "state_dict": model.state_dict()}
 
 
 # ------------------------------------------------------------------------ upstream layout

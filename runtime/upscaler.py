@@ -112,6 +112,9 @@ class Upscaler:
         lr = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         features = self._features(lr, scale)
         d = self.descriptor
+        if d.upsampler_global_pool and (out_h > self.tile or out_w > self.tile):
+            warnings.warn(f"{d.arch}: the upsampler pools over the whole output; output tiles of {self.tile} px "
+                          "approximate the untiled result (raise --tile to avoid tiling)", stacklevel=3)
         out = np.empty((3, out_h, out_w), dtype=np.float32)
         row_spans = query_spans(h, out_h, self.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
         col_spans = query_spans(w, out_w, self.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import asisr.models as M
 from asisr.errors import UserError
 from asisr.models.base import load_state_dict_strict
-from asisr.models.eqsr import asisr_to_upstream, build_eqsr_hat, build_eqsr_light, checkpoint_dict
+from asisr.models.eqsr import asisr_to_upstream, build_eqsr_hat, build_eqsr_light
 from asisr.models.hat import overlapping_windows, reflect_index
 from asisr.models.query import make_query
 from asisr.models.scale_code import Conv2DMod, ScaleCode, portable_enc, upstream_pos_enc
@@ -144,7 +144,7 @@ def test_paper_config_and_upstream_names():
 def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
     model = tiny_light()
     path = tmp_path / "light.pth"
-    torch.save(checkpoint_dict(model), path)
+    M.save(model, path)
     loaded = M.load(path)
     assert loaded.name == "eqsr_light" and loaded.config == model.config
     lr = torch.rand(1, 3, 9, 7)
@@ -152,7 +152,7 @@ def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
         assert torch.equal(model.upscale(lr, (20, 13)), loaded.upscale(lr, (20, 13)))
 
     hat = tiny_hat()
-    torch.save(checkpoint_dict(hat), tmp_path / "hat.pth")
+    M.save(hat, tmp_path / "hat.pth")
     assert M.load(tmp_path / "hat.pth").name == "eqsr_hat"
 
     sd = asisr_to_upstream(tiny_hat(scale_code="upstream", offset_code="upstream").state_dict())

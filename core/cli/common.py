@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -25,6 +26,7 @@ def make_app(help_text: str | None = None) -> typer.Typer:
 
 def run_app(app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> int:
     """Run ``app``; usage errors and ``UserError`` become one ``error:`` line and exit status 2."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
