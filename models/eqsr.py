@@ -85,7 +85,7 @@ def build_eqsr_light(n_feats: int = 64, n_groups: int = 4, n_resblocks: int = 4,
     config = dict(n_feats=n_feats, n_groups=n_groups, n_resblocks=n_resblocks, se=se, res_scale=res_scale,
                   scale_code=scale_code, scale_code_freqs=scale_code_freqs, upsampler_width=upsampler_width,
                   offset_code=offset_code, offset_freqs=offset_freqs, eca=eca, img_range=img_range)
-    backbone = LightBackbone(n_feats, n_groups, n_resblocks, scale_code, scale_code_freqs, se, res_scale, img_range)
+    backbone = LightBackbone(n_feats, n_groups, n_resblocks, scale_code, scale_code_freqs, se, res_scale)
     upsampler = KrigingUpsampler(n_feats, upsampler_width, offset_code, offset_freqs, eca, img_range=img_range)
     desc = _descriptor("eqsr_light", n_feats, backbone.receptive_radius(), eca,
                        {"scale_code": scale_code, "offset_code": offset_code})

@@ -30,7 +30,11 @@ def tiny_hat(**kw):
 def tiny_light(**kw):
     cfg = dict(n_feats=16, n_groups=2, n_resblocks=1, upsampler_width=16)
     cfg.update(kw)
-    return build_eqsr_light(**cfg).eval()
+    model = build_eqsr_light(**cfg).eval()
+    with torch.no_grad():  # LayerScale starts at 0 (identity); give the modulated path a real weight
+        for group in model.backbone.groups:
+            group.gamma.normal_(0.0, 0.5)
+    return model
 
 
 def mixed_query(h, w, scales):
@@ -229,7 +233,7 @@ def test_light_backbone_tiles_exactly_with_its_halo():
     torch.manual_seed(0)
     model = tiny_light()
     halo = model.descriptor.backbone_halo
-    assert halo == model.backbone.receptive_radius() == 1 + 2 * (1 + 2 + 1) + 1
+    assert halo == model.backbone.receptive_radius() == 1 + 2 * (1 + 2) + 1
     lr = torch.rand(1, 3, 40, 40)
     scale = torch.tensor([[2.5, 3.0]])
     with torch.no_grad():
@@ -284,6 +288,25 @@ def test_onnx_dynamic_shapes_mixed_scales(which, tmp_path):
                                      "cols": cols.numpy()})[0]
         assert np.abs(feat_o - feat.numpy()).max() <= 1e-4
         assert np.abs(out_o - out.numpy()).max() <= 1e-4
+
+
+def test_light_backbone_starts_as_edsr_baseline():
+    """With gamma = 0 the light backbone is EDSR-baseline: pretrained encoder weights transfer exactly."""
+    from asisr.models.edsr import EDSREncoder
+
+    model = build_eqsr_light(n_feats=16, n_groups=2, n_resblocks=2).eval()
+    edsr = EDSREncoder(n_resblocks=4, n_feats=16).eval()
+    sd = {"conv_first.weight": edsr.head[0].weight, "conv_first.bias": edsr.head[0].bias,
+          "conv_after_body.weight": edsr.body[4].weight, "conv_after_body.bias": edsr.body[4].bias}
+    for i in range(4):
+        for j in (0, 2):
+            for t in ("weight", "bias"):
+                sd[f"groups.{i // 2}.blocks.{i % 2}.body.{j}.{t}"] = getattr(edsr.body[i].body[j], t)
+    model.backbone.load_state_dict(sd, strict=False)
+    lr = torch.rand(2, 3, 11, 13)
+    with torch.no_grad():
+        assert torch.allclose(model.backbone(lr, torch.tensor([[2.0, 2.0], [3.0, 3.5]])), edsr((lr - 0.5) / 0.5),
+                              atol=1e-6)
 
 
 def test_light_trains_one_step():

@@ -1,4 +1,5 @@
-"""``asisr-eval``: PSNR / SSIM / time of a model (or of bicubic) on folders of HR images."""
+"""``asisr-eval``: PSNR / SSIM / time of a model (or of bicubic) on folders of HR images, and
+optionally its scale equivariance (EQ, :mod:`asisr.evaluation.equivariance`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ and the seconds the model spent on the whole folder.
 A scale is a number (3.5) or HEIGHTxWIDTH for different factors per axis (2x3.5). Scales must
 be >= 1.
 
+With --equivariance it also measures scale equivariance (the EQ of the EQSR paper):
+EQ = 10 log10 MSE_Y( up(down(x)), down(up(x)) ) per image and scale, where down is the
+protocol's bicubic shrinking and up is the model; the error is on Y with the same border shave.
+Lower EQ (more negative dB) is more equivariant; the table also shows -EQ, read like a PSNR.
+up(x) upscales the whole HR image, so this costs about scale^2 times the PSNR run. The EQ
+scales are set apart with --eq-scales (default 2,3,4,6).
+
 \b
 Examples:
   # the bicubic baseline (no model needed)
@@ -35,11 +43,17 @@ Examples:
   asisr-eval data/Set5 --model exported/ --backend onnxruntime --threads 4 --json out.json
   # compare with published numbers (adds a dPSNR column)
   asisr-eval data/Set5 --model liif.pth --reference liif_official.json
+  # scale equivariance too (second table; the JSON gets "eq": {dataset: {scale: dB}})
+  asisr-eval data/Set5 --model exported/ --backend onnxruntime --equivariance --json out.json
+  asisr-eval data/Set5 --bicubic --equivariance --eq-scales 2,3,4,6,2.5
 
 Exit status: 0 on success, 2 on a usage or input problem (printed as one 'error:' line).
 """
 
 app = make_app()
+
+#: ``--eq-scales`` when ``--equivariance`` is given alone (the EQSR paper's scales).
+DEFAULT_EQ_SCALES = "2,3,4,6"
 
 
 def parse_scales(text: str) -> list[tuple[float, float]]:
@@ -85,9 +99,19 @@ def eval_cmd(
     reference: Annotated[Optional[Path], typer.Option(
         "--reference", metavar="REF.json",
         help="Reference numbers ({\"psnr\": {dataset: {scale: dB}}}) to show a dPSNR column.")] = None,
+    equivariance: Annotated[bool, typer.Option(
+        "--equivariance", "--eq",
+        help="Also measure scale equivariance (EQ dB, lower is better) at --eq-scales; "
+             "prints a second table.")] = False,
+    eq_scales: Annotated[Optional[str], typer.Option(
+        "--eq-scales", metavar="LIST", show_default=False,
+        help="Comma-separated scales for the EQ table (same syntax as --scales; implies "
+             "--equivariance). Default: 2,3,4,6.")] = None,
 ) -> None:
+    if eq_scales is None and equivariance:
+        eq_scales = DEFAULT_EQ_SCALES
     try:
-        _run(data_dirs, scales, model, backend, threads, tile, bicubic, json_out, overwrite, reference)
+        _run(data_dirs, scales, model, backend, threads, tile, bicubic, json_out, overwrite, reference, eq_scales)
     except UserError as e:
         _fail(str(e))
 
@@ -97,11 +121,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_out, overwrite, reference) -> None:
+def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_out, overwrite, reference,
+         eq_scales_text=None) -> None:
     from asisr.evaluation import check_output_path, format_table, make_report, preflight, write_json
 
     # 1. everything that can be checked without work
     pairs = parse_scales(scales_text)
+    eq_pairs = parse_scales(eq_scales_text) if eq_scales_text is not None else []
     if bicubic and model is not None:
         raise UserError("--bicubic and --model exclude each other: choose one")
     if threads is not None and threads < 1:
@@ -122,25 +148,44 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
                 raise UserError(f"unknown --backend {backend!r}; choose one of: {', '.join(known)}")
     for d in data_dirs:
         preflight(d, pairs)
+        if eq_pairs:
+            preflight(d, eq_pairs)
 
-    # 2. the model
+    # 2. the model; the PSNR table is printed as soon as it is known (EQ takes much longer)
+    def measure(upscale_fn, name: str) -> tuple[list[dict], list[dict]]:
+        results = _evaluate_all(data_dirs, pairs, upscale_fn, name)
+        typer.echo(format_table(results, reference=ref_data, title=f"{name}: PSNR / SSIM on Y"))
+        eq_results = _equivariance_all(data_dirs, eq_pairs, upscale_fn, name) if eq_pairs else []
+        return results, eq_results
+
     if bicubic:
         from asisr.evaluation import bicubic_upscale
 
-        results = _evaluate_all(data_dirs, pairs, bicubic_upscale, "bicubic (PIL)")
+        results, eq_results = measure(bicubic_upscale, "bicubic (PIL)")
     else:
         # Evaluation asks for its scales explicitly, out-of-distribution ones included: allow
-        # them. round(h * s) / h exceeds s by at most 0.5 / h, hence the margin.
-        max_scale = max(max(sh, sw) for sh, sw in pairs) + 0.5
+        # them. round(h * s) / h exceeds s by at most 0.5 / h, hence the margin (EQ's
+        # round(H * s) / H for the HR image itself stays within it too).
+        max_scale = max(max(sh, sw) for sh, sw in pairs + eq_pairs) + 0.5
         up = runtime.open_upscaler(model, backend=backend or "torch", threads=threads, tile=tile, max_scale=max_scale)
         with up:
-            results = _evaluate_all(data_dirs, pairs, up.upscale_to, _model_name(up))
+            results, eq_results = measure(up.upscale_to, _model_name(up))
 
     # 3. the report
     name = results[0]["name"]
-    typer.echo(format_table(results, reference=ref_data, title=f"{name}: PSNR / SSIM on Y"))
+    if eq_results:
+        from asisr.evaluation import format_eq_table
+
+        typer.echo("")
+        typer.echo(format_eq_table(eq_results, title=f"{name}: scale equivariance, "
+                                                     "EQ = 10 log10 MSE_Y(up(down(x)), down(up(x))), lower is better"))
     if json_out is not None:
-        write_json(json_out, make_report(results, model=name), overwrite=overwrite)
+        report = make_report(results, model=name)
+        if eq_results:
+            from asisr.evaluation import add_eq_to_report
+
+            add_eq_to_report(report, eq_results)
+        write_json(json_out, report, overwrite=overwrite)
         typer.echo(f"wrote {json_out}", err=True)
 
 
@@ -148,6 +193,12 @@ def _evaluate_all(data_dirs, pairs, upscale_fn, name: str) -> list[dict]:
     from asisr.evaluation import evaluate
 
     return [evaluate(d, pairs, upscale_fn, name=name, progress=_progress(d)) for d in data_dirs]
+
+
+def _equivariance_all(data_dirs, pairs, upscale_fn, name: str) -> list[dict]:
+    from asisr.evaluation import equivariance
+
+    return [equivariance(d, pairs, upscale_fn, name=name, progress=_progress(d)) for d in data_dirs]
 
 
 def _model_name(up) -> str:

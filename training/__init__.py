@@ -1,0 +1,1 @@
+"""Training with mixed-scale batches (EQSR's data processing), EMA, exact resume."""
