@@ -27,6 +27,7 @@ from asisr.training.data import MixedScaleDataset, SamplingConfig, SequentialFro
 class TrainConfig:
     model: str = "eqsr_light"
     model_kwargs: dict = field(default_factory=dict)
+    init_backbone: str | None = None  # checkpoint whose EDSR-baseline encoder starts the backbone
     data: str = ""
     val: str | None = None  # folder of validation HR images; None: hold out the last ``val_holdout`` images of data
     val_holdout: int = 2
@@ -130,7 +131,12 @@ class Trainer:
     def _build(self):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        model = create(cfg.model, **cfg.model_kwargs).to(cfg.device).train()
+        model = create(cfg.model, **cfg.model_kwargs)
+        if cfg.init_backbone:
+            from asisr.training.warm_start import init_backbone_from
+
+            init_backbone_from(model, cfg.init_backbone)
+        model = model.to(cfg.device).train()
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
         return model, opt, sched, EMA(model, cfg.ema_decay)
@@ -191,8 +197,9 @@ class Trainer:
             sched.step()
             ema.update(model)
             it += 1
-            history["loss"].append([it, float(loss)])
-            self._log({"iteration": it, "loss": float(loss), "lr": sched.get_last_lr()[0]})
+            loss_value = float(loss.detach())
+            history["loss"].append([it, loss_value])
+            self._log({"iteration": it, "loss": loss_value, "lr": sched.get_last_lr()[0]})
             if it % cfg.val_every == 0 or it == cfg.iters:
                 psnr = validate(ema.model, val_crops, cfg.val_scales, cfg.device)
                 history["val"].append([it, psnr])
@@ -202,7 +209,7 @@ class Trainer:
                     save(ema.model, self.out / "best.pt")
             if bar is not None:
                 last_val = history["val"][-1][1] if history["val"] else float("nan")
-                bar.set_postfix(loss=f"{float(loss):.4f}", val=f"{last_val:.2f}dB")
+                bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{last_val:.2f}dB")
                 bar.update(1)
             if it % cfg.ckpt_every == 0 or it == end:
                 history["seconds"] += time.time() - t0

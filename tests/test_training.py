@@ -1,0 +1,144 @@
+"""Training: mixed-scale batches, a falling loss, exact resume after a kill, warm start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from asisr.imageio import write_image
+from asisr.training.data import MixedScaleDataset, SamplingConfig
+from asisr.training.trainer import TrainConfig, Trainer
+
+TINY_LIGHT = {"n_feats": 8, "n_groups": 1, "n_resblocks": 1, "upsampler_width": 8}
+
+
+def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    f = rng.uniform(0.02, 0.12, (3, 2))
+    img = np.stack([np.sin(x * f[c, 0] + y * f[c, 1] + c) for c in range(3)], -1) * 100 + 128
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    for i in range(5):
+        write_image(d / f"img{i}.png", smooth_image(140, 150, i))
+    return d
+
+
+def tiny_config(folder, **kw) -> TrainConfig:
+    base = dict(model="eqsr_light", model_kwargs=TINY_LIGHT, data=str(folder), iters=30, batch=4, lr=2e-3, warmup=2,
+                val_every=10, ckpt_every=5, val_crop=64, val_scales=(2.0, 3.0), workers=0, threads=1,
+                sampling=SamplingConfig(patch=16, scale_min=1.0, scale_max=4.0))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_samples_mix_scales_at_fixed_shapes(image_folder):
+    from asisr.training.data import list_training_images, load_hr
+
+    images = [load_hr(f) for f in list_training_images(image_folder)]
+    ds = MixedScaleDataset(images, SamplingConfig(patch=16, asymmetric=True), seed=3)
+    samples = [ds[i] for i in range(8)]
+    assert {tuple(s["lr"].shape) for s in samples} == {(3, 16, 16)}
+    assert {tuple(s["hr"].shape) for s in samples} == {(3, 16, 16)}
+    scales = torch.stack([s["scale"] for s in samples])
+    assert scales.min() >= 1.0 and scales.max() <= 4.0
+    assert len({round(float(v), 3) for v in scales[:, 0]}) == 8  # every sample its own scale
+    assert (scales[:, 0] != scales[:, 1]).any()  # asymmetric
+    for s in samples:  # a contiguous window: coordinates step by 1 / scale
+        assert torch.allclose(torch.diff(s["rows"]), 1 / s["scale"][0], atol=1e-4)
+    assert torch.equal(ds[5]["lr"], samples[5]["lr"])  # a pure function of (seed, index)
+
+
+def test_window_targets_are_the_hr_pixels_at_the_coordinates(image_folder):
+    from asisr.training.data import list_training_images, load_hr
+
+    images = [load_hr(f) for f in list_training_images(image_folder)]
+    ds = MixedScaleDataset(images, SamplingConfig(patch=16, augment=False, scale_min=2.0, scale_max=2.0), seed=0)
+    s = ds[0]
+    # at exactly x2 (32 px HR crop), HR pixel i has its centre at LR coordinate (i + 0.5) / 2
+    assert torch.allclose((s["rows"] * 2 - 0.5) % 1, torch.zeros(16), atol=1e-5)
+
+
+def test_tiny_training_reduces_the_loss(image_folder, tmp_path):
+    history = Trainer(tiny_config(image_folder), tmp_path / "run").run(progress=False)
+    losses = [v for _, v in history["loss"]]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert len(history["val"]) == 3 and np.isfinite(history["best_val"])
+    from asisr.models import load
+
+    assert load(tmp_path / "run" / "best.pt").name == "eqsr_light"
+
+
+def test_stop_and_resume_gives_the_same_curve(image_folder, tmp_path):
+    cfg = tiny_config(image_folder, iters=12, val_every=6, ckpt_every=4)
+    straight = Trainer(cfg, tmp_path / "a").run(progress=False)
+    Trainer(cfg, tmp_path / "b").run(progress=False, stop_after=7)  # stops at 7 (checkpoints at 4 and 7)
+    resumed = Trainer(cfg, tmp_path / "b").run(progress=False)
+    assert resumed["loss"] == straight["loss"]
+    assert resumed["val"] == straight["val"]
+
+
+def test_killed_process_resumes_from_last_checkpoint(image_folder, tmp_path):
+    """A real kill -9 between checkpoints: the restart redoes the lost iterations identically."""
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "asisr.cli.train", "--data", str(image_folder), "--out", str(out),
+            "--model", "eqsr_light", "--iters", "16", "--batch", "4", "--patch", "16", "--lr", "0.002",
+            "--val-every", "8", "--ckpt-every", "3", "--workers", "0", "--threads", "1"]
+    for k, v in TINY_LIGHT.items():
+        args += ["--model-arg", f"{k}={v}"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.exists() and sum(1 for line in log.read_text().splitlines() if '"loss"' in line) >= 8:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / "state.pt", weights_only=False)["iteration"]
+    assert 3 <= killed_at < 16
+    assert subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode == 0
+    resumed = torch.load(out / "state.pt", weights_only=False)["history"]
+    straight_dir = tmp_path / "straight"
+    assert subprocess.run([a if a != str(out) else str(straight_dir) for a in args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode == 0
+    straight = torch.load(straight_dir / "state.pt", weights_only=False)["history"]
+    assert resumed["loss"] == straight["loss"] and len(straight["loss"]) == 16
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines if "loss" in r] == list(range(1, 17))
+
+
+def test_changed_config_is_refused(image_folder, tmp_path):
+    from asisr.errors import UserError
+
+    Trainer(tiny_config(image_folder, iters=2), tmp_path / "r").run(progress=False)
+    with pytest.raises(UserError, match="different configuration"):
+        Trainer(tiny_config(image_folder, iters=2, lr=1e-3), tmp_path / "r").run(progress=False)
+
+
+def test_warm_start_copies_the_encoder(tmp_path):
+    from asisr.models import create, save
+    from asisr.training.warm_start import init_backbone_from
+
+    torch.manual_seed(0)
+    liif = create("liif", n_resblocks=4, n_feats=8, hidden=[8])
+    path = save(liif, tmp_path / "liif.pt")
+    light = create("eqsr_light", n_feats=8, n_groups=2, n_resblocks=2, upsampler_width=8).eval()
+    keys = init_backbone_from(light, path)
+    assert len(keys) == 4 + 4 * 4
+    lr = torch.rand(1, 3, 9, 10)
+    with torch.no_grad():  # LayerScale starts at 0, so the backbone is the encoder
+        assert torch.allclose(light.backbone(lr, torch.tensor([[2.0, 2.0]])), liif.backbone(lr, None), atol=1e-6)
