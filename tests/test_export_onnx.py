@@ -110,3 +110,35 @@ def test_export_refuses_existing_output(tiny_liif_ckpt, tmp_path):
         export_onnx(load(tiny_liif_ckpt), tmp_path / "out")
     with pytest.raises(UserError, match="opset 20 is not supported"):
         export_onnx(load(tiny_liif_ckpt), tmp_path / "new", opset=20)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("eqsr_light", {"n_feats": 16, "n_groups": 2, "n_resblocks": 1, "upsampler_width": 16}),
+    ("eqsr_hat", {"embed_dim": 24, "depths": (2, 2), "num_heads": (2, 2), "window_size": 8, "upsampler_width": 32}),
+])
+def test_eqsr_parity_with_the_foundation_checker(name, kwargs, tmp_path):
+    """Both EQSR configurations through the same checker: 3 shapes x 4 scales (one asymmetric) + a mixed batch."""
+    from asisr.export.onnx import export_onnx
+    from asisr.models import create
+
+    torch.manual_seed(0)
+    model = create(name, **kwargs).eval()
+    if name == "eqsr_light":
+        with torch.no_grad():  # a trained model's modulation is non-zero; LayerScale starts at 0
+            for group in model.backbone.groups:
+                group.gamma.normal_(0.0, 0.5)
+    directory = export_onnx(model, tmp_path / name)
+    report = check_parity(_onnx_pipeline(directory, 2, None), model.reference(), build_cases())
+    assert report.passed, report.table()
+    assert len(report.results) == 13
+
+
+def test_upstream_eqsr_checkpoint_parity(tmp_path):
+    from asisr.export.onnx import export_onnx
+    from tests.conftest import SHARED, need
+
+    ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
+    model = load(ckpt)
+    report = check_parity(_onnx_pipeline(export_onnx(model, tmp_path / "up"), 2, None), model.reference(),
+                          build_cases())
+    assert report.passed, report.table()
