@@ -142,3 +142,12 @@ def test_warm_start_copies_the_encoder(tmp_path):
     lr = torch.rand(1, 3, 9, 10)
     with torch.no_grad():  # LayerScale starts at 0, so the backbone is the encoder
         assert torch.allclose(light.backbone(lr, torch.tensor([[2.0, 2.0]])), liif.backbone(lr, None), atol=1e-6)
+
+
+def test_cli_bad_data_creates_nothing(tmp_path, capsys):
+    from asisr.cli.train import main
+    from tests.cli_helpers import assert_user_error, invoke
+
+    code, _, err = invoke(main, ["--data", tmp_path / "nope", "--out", tmp_path / "run"], capsys)
+    assert_user_error(code, err, "training data folder not found")
+    assert not (tmp_path / "run").exists()

@@ -146,6 +146,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        train_files = list_training_images(cfg.data)  # fail on bad data before creating anything
         self.out.mkdir(parents=True, exist_ok=True)
         state_path = self.out / "state.pt"
         config_path = self.out / "config.json"
@@ -158,7 +159,7 @@ class Trainer:
             raise UserError(f"{self.out} already holds a run; resume it or use another --out")
         config_path.write_text(config_json)
 
-        files, val_crops = _validation_images(cfg, list_training_images(cfg.data))
+        files, val_crops = _validation_images(cfg, train_files)
         images = [load_hr(f) for f in files]
         model, opt, sched, ema = self._build()
         history = {"loss": [], "val": [], "best_val": -math.inf, "seconds": 0.0}
