@@ -20,7 +20,6 @@ from asisr.evaluation import (
     equivariance,
     equivariance_image,
     format_eq_table,
-    load_image,
     lr_size,
     make_pair,
     make_report,
