@@ -50,6 +50,9 @@ def train(
     batch: int = typer.Option(16, "--batch", help="Samples per batch."),
     patch: int = typer.Option(48, "--patch", help="LR patch edge (= HR window edge)."),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (cosine decay)."),
+    warmup: int = typer.Option(50, "--warmup", help="Linear learning-rate warm-up iterations."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay",
+                                    help="EMA decay; the EMA averages ~1/(1-decay) iterations, so short runs want less."),
     scale_min: float = typer.Option(1.0, "--scale-min"),
     scale_max: float = typer.Option(4.0, "--scale-max"),
     asymmetric: bool = typer.Option(False, "--asymmetric", help="Draw height and width scales independently."),
@@ -69,6 +72,8 @@ def train(
                         ("--ckpt-every", ckpt_every)):
         if value < 1:
             raise UserError(f"{name} must be positive")
+    if not (0.0 <= ema_decay < 1.0):
+        raise UserError("--ema-decay must be in [0, 1)")
     if not (1.0 <= scale_min <= scale_max):
         raise UserError("need 1 <= --scale-min <= --scale-max")
     if device.startswith("cuda"):
@@ -78,7 +83,7 @@ def train(
             raise UserError("--device cuda asked for, but torch sees no CUDA device")
     cfg = TrainConfig(
         model=model, model_kwargs=_model_kwargs(model_arg), init_backbone=str(init_backbone) if init_backbone else None,
-        data=str(data), val=str(val) if val else None, iters=iters, batch=batch, lr=lr, val_every=val_every,
+        data=str(data), val=str(val) if val else None, iters=iters, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, val_every=val_every,
         ckpt_every=ckpt_every, seed=seed, workers=workers, threads=threads, device=device,
         sampling=SamplingConfig(patch=patch, scale_min=scale_min, scale_max=scale_max, asymmetric=asymmetric,
                                 query=query))
