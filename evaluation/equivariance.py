@@ -69,6 +69,7 @@ from PIL import Image
 from asisr.errors import UserError
 from asisr.evaluation.evaluate import (
     ProgressFn,
+    _fmt,
     UpscaleFn,
     dataset_names,
     normalize_scales,
@@ -240,17 +241,6 @@ def _checked(out: Any, size: tuple[int, int], name: str, key: str) -> np.ndarray
 
 
 # ----------------------------------------------------------------------------- reporting
-
-
-def _fmt(v: Any, digits: int) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.{digits}f}"
 
 
 def format_eq_table(results: Sequence[dict], title: str | None = None) -> str:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from asisr.atomic import atomic_path
 from asisr.errors import UserError
 from asisr.evaluation.metrics import psnr_y, ssim_y
 from asisr.evaluation.protocol import (
@@ -323,19 +322,8 @@ def write_json(path: str | Path, data: Any, overwrite: bool = False) -> Path:
     """
     path = check_output_path(path, overwrite)
     text = json.dumps(_finite(data), indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

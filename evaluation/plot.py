@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -36,6 +34,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from asisr.cli.common import make_app, run_app
+from asisr.atomic import atomic_path
 from asisr.errors import UserError
 
 INSTALL_HINT = 'pip install "asisr[plot]"'
@@ -148,17 +147,8 @@ def plot_reports(reports: Sequence[dict[str, Any]], out: str | Path, *, title: s
     if title:
         fig.suptitle(title)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{fmt}", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return out
 
 

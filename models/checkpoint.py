@@ -53,11 +53,10 @@ def load(path: str | Path):
 
 def save(model, path: str | Path) -> Path:
     """Write asisr's own checkpoint form: ``{'asisr': {'name', 'config'}, 'state_dict'}``, atomically."""
-    import os
+    from asisr.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"asisr": {"name": model.name, "config": model.config}, "state_dict": model.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"asisr": {"name": model.name, "config": model.config}, "state_dict": model.state_dict()}, tmp)
     return path

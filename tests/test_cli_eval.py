@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from asisr.cli.eval import app, main, parse_scales
 from asisr.errors import UserError
-from asisr.evaluation import bicubic_upscale
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SET5 = SHARED / "data" / "Set5"

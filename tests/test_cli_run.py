@@ -76,7 +76,7 @@ def test_image_kinds_are_handled(kind, tiny_liif_ckpt, tmp_path, capsys):
 
 def _assert_no_output(path):
     assert not path.exists()
-    assert not list(path.parent.glob(f".{path.name}.tmp-*"))
+    assert not list(path.parent.glob(f".{path.name}.*"))
 
 
 @pytest.mark.parametrize("case", ["missing", "zero-byte", "corrupt", "text"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asisr.atomic import atomic_path
 from asisr.errors import UserError
 from asisr.models import create, save
 from asisr.training.data import MixedScaleDataset, SamplingConfig, SequentialFrom, list_training_images, load_hr
@@ -118,9 +118,8 @@ def validate(model: torch.nn.Module, crops: list[np.ndarray], scales, device: st
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Trainer:
