@@ -28,6 +28,7 @@ class TrainConfig:
     model: str = "eqsr_light"
     model_kwargs: dict = field(default_factory=dict)
     init_backbone: str | None = None  # checkpoint whose EDSR-baseline encoder starts the backbone
+    pretrained_lr_mult: float = 1.0  # learning-rate factor for the weights copied by init_backbone
     data: str = ""
     val: str | None = None  # folder of validation HR images; None: hold out the last ``val_holdout`` images of data
     val_holdout: int = 2
@@ -131,12 +132,17 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         model = create(cfg.model, **cfg.model_kwargs)
+        copied: set[str] = set()
         if cfg.init_backbone:
             from asisr.training.warm_start import init_backbone_from
 
-            init_backbone_from(model, cfg.init_backbone)
+            copied = set(init_backbone_from(model, cfg.init_backbone))
         model = model.to(cfg.device).train()
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        # Pretrained weights move slowly while the freshly initialised parts catch up.
+        named = list(model.named_parameters())
+        groups = [{"params": [p for n, p in named if n not in copied], "lr": cfg.lr},
+                  {"params": [p for n, p in named if n in copied], "lr": cfg.lr * cfg.pretrained_lr_mult}]
+        opt = torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.99))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
         return model, opt, sched, EMA(model, cfg.ema_decay)
 
