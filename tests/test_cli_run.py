@@ -213,3 +213,15 @@ def test_default_model_needs_no_flag(rgb_png, tmp_path, capsys):
     code, stdout, err = run([rgb_png, "--scale", "3", "--out", out], capsys)
     assert code == 0, err
     assert read_image(out).shape == (60, 72, 3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_upstream_eqsr_checkpoint_runs_on_both_backends(backend, rgb_png, tmp_path, capsys, monkeypatch):
+    from tests.conftest import SHARED, need
+
+    ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
+    monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / f"{backend}.png"
+    code, _, err = run([rgb_png, "--scale", "2x3.5", "--out", out, "--model", ckpt, "--backend", backend], capsys)
+    assert code == 0, err
+    assert read_image(out).shape == (40, 84, 3)
