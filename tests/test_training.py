@@ -150,3 +150,19 @@ def test_cli_bad_data_creates_nothing(tmp_path, capsys):
     code, _, err = invoke(main, ["--data", tmp_path / "nope", "--out", tmp_path / "run"], capsys)
     assert_user_error(code, err, "training data folder not found")
     assert not (tmp_path / "run").exists()
+
+
+def test_init_weights_continues_from_a_checkpoint(image_folder, tmp_path):
+    from asisr.errors import UserError
+    from asisr.models import create, load, save
+
+    Trainer(tiny_config(image_folder, iters=5), tmp_path / "first").run(progress=False)
+    first = load(tmp_path / "first" / "last.pt")
+    cfg = tiny_config(image_folder, iters=1, init_weights=str(tmp_path / "first" / "last.pt"), lr=1e-12, warmup=1)
+    Trainer(cfg, tmp_path / "second").run(progress=False)
+    second = load(tmp_path / "second" / "last.pt")
+    for k, v in first.state_dict().items():
+        assert torch.allclose(v, second.state_dict()[k], atol=1e-6), k
+    other = save(create("eqsr_light", n_feats=8, n_groups=1, n_resblocks=2, upsampler_width=8), tmp_path / "o.pt")
+    with pytest.raises(UserError, match="not this run's"):
+        Trainer(tiny_config(image_folder, iters=1, init_weights=str(other)), tmp_path / "third").run(progress=False)

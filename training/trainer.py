@@ -29,6 +29,7 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
     init_backbone: str | None = None  # checkpoint whose EDSR-baseline encoder starts the backbone
     pretrained_lr_mult: float = 1.0  # learning-rate factor for the weights copied by init_backbone
+    init_weights: str | None = None  # continue from a whole asisr checkpoint of the same model (a new schedule)
     data: str = ""
     val: str | None = None  # folder of validation HR images; None: hold out the last ``val_holdout`` images of data
     val_holdout: int = 2
@@ -137,6 +138,15 @@ class Trainer:
             from asisr.training.warm_start import init_backbone_from
 
             copied = set(init_backbone_from(model, cfg.init_backbone))
+        if cfg.init_weights:
+            from asisr.models import load
+            from asisr.models.base import load_state_dict_strict
+
+            source = load(cfg.init_weights)
+            if source.name != model.name or source.config != model.config:
+                raise UserError(f"--init-weights {cfg.init_weights} is a {source.name} {source.config}, "
+                                f"not this run's {model.name} {model.config}")
+            load_state_dict_strict(model, source.state_dict(), model.name)
         model = model.to(cfg.device).train()
         # Pretrained weights move slowly while the freshly initialised parts catch up.
         named = list(model.named_parameters())

@@ -46,6 +46,8 @@ def train(
     model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help="Constructor argument KEY=VALUE (repeatable)."),
     init_backbone: Optional[Path] = typer.Option(None, "--init-backbone",
                                                  help="Start the backbone from this LIIF checkpoint's EDSR encoder."),
+    init_weights: Optional[Path] = typer.Option(None, "--init-weights",
+                                                help="Start from all weights of an asisr checkpoint of the same model."),
     pretrained_lr_mult: float = typer.Option(1.0, "--pretrained-lr-mult",
                                              help="Learning-rate factor for the --init-backbone weights."),
     iters: int = typer.Option(1000, "--iters", help="Total iterations."),
@@ -85,7 +87,7 @@ def train(
             raise UserError("--device cuda asked for, but torch sees no CUDA device")
     cfg = TrainConfig(
         model=model, model_kwargs=_model_kwargs(model_arg), init_backbone=str(init_backbone) if init_backbone else None,
-        pretrained_lr_mult=pretrained_lr_mult,
+        pretrained_lr_mult=pretrained_lr_mult, init_weights=str(init_weights) if init_weights else None,
         data=str(data), val=str(val) if val else None, iters=iters, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, val_every=val_every,
         ckpt_every=ckpt_every, seed=seed, workers=workers, threads=threads, device=device,
         sampling=SamplingConfig(patch=patch, scale_min=scale_min, scale_max=scale_max, asymmetric=asymmetric,
