@@ -12,6 +12,7 @@ import typer
 
 from asisr.cli.common import make_app, run_app
 from asisr.errors import UserError
+from asisr.evaluation.parity import DEFAULT_SCALES, DEFAULT_SHAPES
 
 EXIT_PARITY_FAILED = 1
 
@@ -33,8 +34,8 @@ def parity(
     backend: str = typer.Option("onnxruntime", "--backend", "-b", help="Backend under test: onnxruntime."),
     provider: Optional[list[str]] = typer.Option(None, "--provider", help="ONNX Runtime provider: cpu, cuda, tensorrt."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images to crop test inputs from."),
-    shapes: str = typer.Option("17x23,32x24,45x38", "--shapes", help="LR shapes HxW, comma-separated."),
-    scales: str = typer.Option("2,3.7,1.6,2x3.5", "--scales", help="Scales, comma-separated (HxW for asymmetric)."),
+    shapes: str = typer.Option(",".join(f"{h}x{w}" for h, w in DEFAULT_SHAPES), "--shapes", help="LR shapes HxW, comma-separated."),
+    scales: str = typer.Option(",".join(DEFAULT_SCALES), "--scales", help="Scales, comma-separated (HxW for asymmetric)."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Max abs error allowed on [0,1] outputs."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),

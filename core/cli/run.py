@@ -10,7 +10,7 @@ import typer
 from asisr.cli.common import make_app, run_app
 from asisr.errors import UserError
 from asisr.imageio import check_writable, list_images, read_image, write_image
-from asisr.scale import Scale, check_scale_range, parse_scale, parse_size
+from asisr.scale import check_scale_range, parse_scale, parse_size
 
 HELP = (
     "Upscale an image (or every image in a folder) by any factor.\n\n"
@@ -57,7 +57,7 @@ def run(
         if out.exists() and out.is_dir():
             out = out / input.name
         jobs = [(input, check_writable(out, overwrite))]
-        read_image(input)  # fail on a bad input before loading a model
+        image = read_image(input)  # decoded once, before loading a model, so a bad input fails first
     from asisr.runtime import open_upscaler
 
     upscaler = open_upscaler(model, backend=backend, threads=threads, tile=tile, max_scale=max_scale,
@@ -68,13 +68,9 @@ def run(
         if input.is_dir():
             _run_folder(upscaler, jobs, factor, target)
         else:
-            src, dst = jobs[0]
-            write_image(dst, _upscale(upscaler, read_image(src), factor, target))
+            dst = jobs[0][1]
+            write_image(dst, upscaler.upscale(image, scale=factor, size=target))
             typer.echo(f"wrote {dst}")
-
-
-def _upscale(upscaler, image, factor: Scale | None, target):
-    return upscaler.upscale(image, scale=factor, size=target)
 
 
 def _folder_jobs(folder: Path, out: Path, overwrite: bool) -> list[tuple[Path, Path]]:
@@ -92,7 +88,7 @@ def _run_folder(upscaler, jobs, factor, target) -> None:
     failed = []
     for src, dst in tqdm(jobs, desc="upscaling", unit="img"):
         try:
-            write_image(dst, _upscale(upscaler, read_image(src), factor, target))
+            write_image(dst, upscaler.upscale(read_image(src), scale=factor, size=target))
         except UserError as e:
             failed.append(f"{src.name}: {e}")
             tqdm.write(f"skipped {src.name}: {e}")
