@@ -71,13 +71,15 @@ from asisr.evaluation.evaluate import (
     ProgressFn,
     _fmt,
     UpscaleFn,
+    checked_output,
     dataset_names,
-    normalize_scales,
-    preflight,
+    grouped_table,
     scale_key,
+    sweep,
+    sweep_result,
 )
 from asisr.evaluation.metrics import Y_WEIGHTS
-from asisr.evaluation.protocol import load_image, make_pair, shave_for
+from asisr.evaluation.protocol import make_pair, shave_for
 
 #: Scales of the EQ table when none are given (those of the EQSR paper's comparison).
 DEFAULT_EQ_SCALES = (2.0, 3.0, 4.0, 6.0)
@@ -193,51 +195,18 @@ def equivariance(
                                                       "lr_size": [h, w], "up_size": [..]}}},
                     ...}}
     """
-    folder = Path(folder)
-    pairs = normalize_scales(scales)
-    paths = preflight(folder, pairs)
-    per_scale: dict[str, dict[str, Any]] = {}
-    for sh, sw in pairs:
-        per_scale[scale_key(sh, sw)] = {
-            "scale_h": sh, "scale_w": sw, "shave": shave_for(sh, sw),
-            "eq": None, "eq_psnr": None, "seconds": 0.0, "per_image": {},
-        }
-    total = len(paths) * len(pairs)
-    step = 0
-    for path in paths:
-        hr = load_image(path)
-        for sh, sw in pairs:
-            key = scale_key(sh, sw)
-            try:
-                rec = equivariance_image(hr, sh, sw, upscale_fn, name)
-            except UserError as e:
-                raise UserError(f"image {path}: {e}") from None
-            entry = per_scale[key]
-            entry["per_image"][path.name] = rec
-            entry["seconds"] += rec["seconds"]
-            step += 1
-            if progress is not None:
-                progress(step, total, f"EQ {path.name} x{key}")
+    def score(hr: np.ndarray, sh: float, sw: float) -> dict[str, Any]:
+        return equivariance_image(hr, sh, sw, upscale_fn, name)
+
+    paths, per_scale = sweep(folder, scales, score, ("seconds",), progress=progress, label="EQ ")
     for entry in per_scale.values():
         mean = float(np.mean([r["eq"] for r in entry["per_image"].values()]))
         entry["eq"], entry["eq_psnr"] = mean, -mean
-    return {
-        "name": name,
-        "dataset": dataset or folder.resolve().name or str(folder),
-        "folder": str(folder),
-        "protocol": EQ_PROTOCOL,
-        "images": [p.name for p in paths],
-        "scales": per_scale,
-    }
+    return sweep_result(name, folder, dataset, EQ_PROTOCOL, paths, per_scale)
 
 
 def _checked(out: Any, size: tuple[int, int], name: str, key: str) -> np.ndarray:
-    arr = np.asarray(out)
-    if arr.shape != (size[0], size[1], 3):
-        raise UserError(f"{name} at x{key} returned shape {arr.shape}, expected {(size[0], size[1], 3)}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise UserError(f"{name} at x{key} returned dtype {arr.dtype}, expected float values in [0, 1]")
-    return np.clip(arr.astype(np.float64, copy=False), 0.0, 1.0)
+    return checked_output(out, size, f"{name} at x{key}").astype(np.float64, copy=False)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -245,49 +214,11 @@ def _checked(out: Any, size: tuple[int, int], name: str, key: str) -> np.ndarray
 
 def format_eq_table(results: Sequence[dict], title: str | None = None) -> str:
     """Plain-text table: one row per scale, an ``EQ dB`` / ``-EQ`` / ``seconds`` group per dataset."""
-    if not results:
-        return ""
-    names = dataset_names(results)
-    keys: list[str] = []
-    for r in results:
-        for k in r["scales"]:
-            if k not in keys:
-                keys.append(k)
-    cols = ["EQ dB", "-EQ", "seconds"]
-    sub = ["scale"] + cols * len(results)
-    groups = [f"{nm} ({len(r['images'])} images)" for r, nm in zip(results, names)]
-    rows = []
-    for k in keys:
-        row = [k]
-        for r in results:
-            e = r["scales"].get(k)
-            row += ["-"] * 3 if e is None else [_fmt(e["eq"], 3), _fmt(e["eq_psnr"], 3), _fmt(e["seconds"], 2)]
-        rows.append(row)
-    widths = [max(len(sub[i]), *(len(row[i]) for row in rows)) for i in range(len(sub))]
-    sep = "  "
-    for g, label in enumerate(groups):
-        c0 = 1 + 3 * g
-        span = sum(widths[c0:c0 + 3]) + len(sep) * 2
-        if len(label) > span:
-            widths[c0] += len(label) - span
 
-    def line(cells: list[str]) -> str:
-        parts = [cells[0].ljust(widths[0])]
-        for g in range(len(results)):
-            c0 = 1 + 3 * g
-            parts.append(sep.join(cells[i].rjust(widths[i]) for i in range(c0, c0 + 3)))
-        return " | ".join(parts).rstrip()
+    def cells(_i: int, e: dict, _k: str) -> list[str]:
+        return [_fmt(e["eq"], 3), _fmt(e["eq_psnr"], 3), _fmt(e["seconds"], 2)]
 
-    out = [title] if title else []
-    labels = []
-    for g, label in enumerate(groups):
-        c0 = 1 + 3 * g
-        labels.append(label.center(sum(widths[c0:c0 + 3]) + len(sep) * 2))
-    out.append(" | ".join([" " * widths[0], *labels]).rstrip())
-    out.append(line(sub))
-    out.append("-" * len(out[-1]))
-    out += [line(row) for row in rows]
-    return "\n".join(out)
+    return grouped_table(results, [["EQ dB", "-EQ", "seconds"]] * len(results), cells, title)
 
 
 def add_eq_to_report(report: dict[str, Any], eq_results: Sequence[dict]) -> dict[str, Any]:

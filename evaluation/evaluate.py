@@ -98,6 +98,64 @@ def preflight(folder: str | Path, scales: Iterable[Any]) -> list[Path]:
     return paths
 
 
+ScoreFn = Callable[[np.ndarray, float, float], dict[str, Any]]
+
+
+def sweep(folder: str | Path, scales: Iterable[Any], score: ScoreFn, totals: Sequence[str], *,
+          progress: ProgressFn | None = None, label: str = "") -> tuple[list[Path], dict[str, dict[str, Any]]]:
+    """The loop every folder measurement shares: preflight, decode each image once, score it at every scale.
+
+    ``score(hr_uint8, scale_h, scale_w) -> record`` (a dict with at least ``seconds``); the
+    records land in ``per_scale[key]["per_image"][file name]`` and the fields in ``totals``
+    are summed per scale. Errors name the image.
+    """
+    folder = Path(folder)
+    pairs = normalize_scales(scales)
+    paths = preflight(folder, pairs)
+    per_scale = {scale_key(sh, sw): {"scale_h": sh, "scale_w": sw, "shave": shave_for(sh, sw),
+                                     **{t: 0.0 for t in totals}, "per_image": {}} for sh, sw in pairs}
+    total, step = len(paths) * len(pairs), 0
+    for path in paths:
+        hr = load_image(path)
+        for sh, sw in pairs:
+            key = scale_key(sh, sw)
+            try:
+                rec = score(hr, sh, sw)
+            except UserError as e:
+                raise UserError(f"image {path}: {e}") from None
+            entry = per_scale[key]
+            entry["per_image"][path.name] = rec
+            for t in totals:
+                entry[t] += rec[t]
+            step += 1
+            if progress is not None:
+                progress(step, total, f"{label}{path.name} x{key}")
+    return paths, per_scale
+
+
+def sweep_result(name: str, folder: str | Path, dataset: str | None, protocol: str, paths: list[Path],
+                 per_scale: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    folder = Path(folder)
+    return {
+        "name": name,
+        "dataset": dataset or folder.resolve().name or str(folder),
+        "folder": str(folder),
+        "protocol": protocol,
+        "images": [p.name for p in paths],
+        "scales": per_scale,
+    }
+
+
+def checked_output(out: Any, size: tuple[int, int], where: str) -> np.ndarray:
+    """A model's output as a float array of ``size`` x 3, clamped to [0, 1]; one-line errors otherwise."""
+    arr = np.asarray(out)
+    if arr.shape != (size[0], size[1], 3):
+        raise UserError(f"{where} returned shape {arr.shape}, expected {(size[0], size[1], 3)}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise UserError(f"{where} returned dtype {arr.dtype}, expected float values in [0, 1]")
+    return np.clip(arr, 0.0, 1.0)
+
+
 def evaluate(
     folder: str | Path,
     scales: Iterable[Any],
@@ -129,71 +187,36 @@ def evaluate(
     PSNR of an image identical to its ground truth is ``inf`` (the mean is then ``inf`` too);
     ``ssim`` is ``None`` when disabled and ``nan`` for images too small for the SSIM window.
     """
-    folder = Path(folder)
-    pairs = normalize_scales(scales)
-    paths = preflight(folder, pairs)
-    per_scale: dict[str, dict[str, Any]] = {}
-    for sh, sw in pairs:
-        per_scale[scale_key(sh, sw)] = {
-            "scale_h": sh, "scale_w": sw, "shave": shave_for(sh, sw),
-            "psnr": None, "ssim": None, "seconds": 0.0, "output_megapixels": 0.0, "per_image": {},
+
+    def score(hr: np.ndarray, sh: float, sw: float) -> dict[str, Any]:
+        key = scale_key(sh, sw)
+        hr_c, lr = make_pair(hr, sh, sw)
+        out_h, out_w = hr_c.shape[:2]
+        shave = shave_for(sh, sw)
+        if min(out_h, out_w) <= 2 * shave:
+            raise UserError(f"too small to score at scale {key} (shave {shave} px)")
+        t0 = time.perf_counter()
+        sr = upscale_fn(lr, (out_h, out_w))
+        dt = time.perf_counter() - t0
+        sr = checked_output(sr, (out_h, out_w), f"{name} at x{key}")
+        return {
+            "psnr": psnr_y(sr, hr_c, shave),
+            "ssim": ssim_y(sr, hr_c, shave) if ssim else None,
+            "seconds": dt,
+            "output_megapixels": out_h * out_w / 1e6,
+            "hr_size": [out_h, out_w],
+            "lr_size": [int(lr.shape[0]), int(lr.shape[1])],
         }
-    total = len(paths) * len(pairs)
-    step = 0
-    for path in paths:
-        hr = load_image(path)
-        for sh, sw in pairs:
-            key = scale_key(sh, sw)
-            entry = per_scale[key]
-            try:
-                hr_c, lr = make_pair(hr, sh, sw)
-            except UserError as e:
-                raise UserError(f"image {path}: {e}") from None
-            out_h, out_w = hr_c.shape[:2]
-            shave = entry["shave"]
-            if min(out_h, out_w) <= 2 * shave:
-                raise UserError(f"image {path} is too small to score at scale {key} (shave {shave} px)")
-            t0 = time.perf_counter()
-            sr = upscale_fn(lr, (out_h, out_w))
-            dt = time.perf_counter() - t0
-            sr = _check_output(sr, (out_h, out_w), name, path, key)
-            rec = {
-                "psnr": psnr_y(sr, hr_c, shave),
-                "ssim": ssim_y(sr, hr_c, shave) if ssim else None,
-                "seconds": dt,
-                "hr_size": [out_h, out_w],
-                "lr_size": [int(lr.shape[0]), int(lr.shape[1])],
-            }
-            entry["per_image"][path.name] = rec
-            entry["seconds"] += dt
-            entry["output_megapixels"] += out_h * out_w / 1e6
-            step += 1
-            if progress is not None:
-                progress(step, total, f"{path.name} x{key}")
+
+    paths, per_scale = sweep(folder, scales, score, ("seconds", "output_megapixels"), progress=progress)
     for entry in per_scale.values():
         recs = list(entry["per_image"].values())
         entry["psnr"] = float(np.mean([r["psnr"] for r in recs]))
+        entry["ssim"] = None
         if ssim:
             vals = [r["ssim"] for r in recs if not math.isnan(r["ssim"])]
             entry["ssim"] = float(np.mean(vals)) if vals else math.nan
-    return {
-        "name": name,
-        "dataset": dataset or folder.resolve().name or str(folder),
-        "folder": str(folder),
-        "protocol": PROTOCOL,
-        "images": [p.name for p in paths],
-        "scales": per_scale,
-    }
-
-
-def _check_output(sr: Any, size: tuple[int, int], name: str, path: Path, key: str) -> np.ndarray:
-    arr = np.asarray(sr)
-    where = f"{name} on {path.name} at x{key}"
-    if arr.shape != (size[0], size[1], 3):
-        raise UserError(f"{where} returned shape {arr.shape}, expected {(size[0], size[1], 3)}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise UserError(f"{where} returned dtype {arr.dtype}, expected float values in [0, 1]")
-    return np.clip(arr, 0.0, 1.0)
+    return sweep_result(name, folder, dataset, PROTOCOL, paths, per_scale)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -216,73 +239,76 @@ def _fmt(v: Any, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
-def format_table(results: Sequence[dict], reference: dict | None = None, title: str | None = None) -> str:
-    """Plain-text table: one row per scale, a PSNR / SSIM / seconds column group per dataset.
+def grouped_table(results: Sequence[dict], columns: Sequence[Sequence[str]],
+                  cells: Callable[[int, dict, str], list[str]], title: str | None = None) -> str:
+    """Plain-text table shared by the PSNR and EQ reports: one row per scale, a column group per result.
 
-    ``reference`` (optional) is a dict in the layout of ``shared/reference/*.json``
-    (``{"psnr": {dataset: {scale_key: dB}}}``); when it has a number for a cell, a
-    ``dPSNR`` column shows ``ours - reference``.
+    ``columns[i]`` names result ``i``'s columns; ``cells(i, entry, key)`` fills them for one scale
+    (``entry`` is ``results[i]["scales"][key]``; missing scales print ``-``).
     """
     if not results:
         return ""
     names = dataset_names(results)
-    ref_psnr = (reference or {}).get("psnr", {})
-    with_ref = [bool(ref_psnr.get(r["dataset"])) for r in results]
     keys: list[str] = []
     for r in results:
         for k in r["scales"]:
             if k not in keys:
                 keys.append(k)
-
-    header_groups = []
-    sub = ["scale"]
-    for r, nm, wr in zip(results, names, with_ref):
-        cols = ["PSNR dB", "SSIM", "seconds"] + (["dPSNR"] if wr else [])
-        header_groups.append((f"{nm} ({len(r['images'])} images)", cols))
-        sub += cols
+    sub = ["scale"] + [c for cols in columns for c in cols]
     rows = []
     for k in keys:
         row = [k]
-        for r, wr in zip(results, with_ref):
+        for i, r in enumerate(results):
             e = r["scales"].get(k)
-            if e is None:
-                row += ["-", "-", "-"] + (["-"] if wr else [])
-                continue
-            row += [_fmt(e["psnr"], 3), _fmt(e["ssim"], 4), _fmt(e["seconds"], 2)]
-            if wr:
-                ref = ref_psnr.get(r["dataset"], {}).get(k)
-                row.append("-" if ref is None else f"{float(e['psnr']) - float(ref):+.3f}")
+            row += ["-"] * len(columns[i]) if e is None else cells(i, e, k)
         rows.append(row)
 
     widths = [max(len(sub[i]), *(len(row[i]) for row in rows)) for i in range(len(sub))]
     sep = "  "
-    spans = []  # (first column, column count) of each dataset group
+    spans = []  # (first column, column count, label) of each group
     col = 1
-    for label, cols in header_groups:
-        n = len(cols)
+    for r, nm, cols in zip(results, names, columns):
+        label, n = f"{nm} ({len(r['images'])} images)", len(cols)
         span = sum(widths[col:col + n]) + len(sep) * (n - 1)
         if len(label) > span:  # widen the group's first column so its label fits
             widths[col] += len(label) - span
-        spans.append((col, n))
+        spans.append((col, n, label))
         col += n
 
-    def line(cells: list[str], first: str) -> str:
-        parts = [first.ljust(widths[0])]
-        for c0, n in spans:
-            parts.append(sep.join(cells[i].rjust(widths[i]) for i in range(c0, c0 + n)))
+    def line(cells_: list[str]) -> str:
+        parts = [cells_[0].ljust(widths[0])]
+        for c0, n, _ in spans:
+            parts.append(sep.join(cells_[i].rjust(widths[i]) for i in range(c0, c0 + n)))
         return " | ".join(parts).rstrip()
 
     out = [title] if title else []
-    labels = []
-    for (label, _), (c0, n) in zip(header_groups, spans):
-        span = sum(widths[c0:c0 + n]) + len(sep) * (n - 1)
-        labels.append(label.center(span))
+    labels = [label.center(sum(widths[c0:c0 + n]) + len(sep) * (n - 1)) for c0, n, label in spans]
     out.append(" | ".join([" " * widths[0], *labels]).rstrip())
-    out.append(line(sub, sub[0]))
+    out.append(line(sub))
     out.append("-" * len(out[-1]))
-    for row in rows:
-        out.append(line(row, row[0]))
+    out += [line(row) for row in rows]
     return "\n".join(out)
+
+
+def format_table(results: Sequence[dict], reference: dict | None = None, title: str | None = None) -> str:
+    """PSNR / SSIM / seconds per dataset and scale.
+
+    ``reference`` (optional) is a dict in the layout of ``shared/reference/*.json``
+    (``{"psnr": {dataset: {scale_key: dB}}}``); when it has a number for a cell, a
+    ``dPSNR`` column shows ``ours - reference``.
+    """
+    ref_psnr = (reference or {}).get("psnr", {})
+    with_ref = [bool(ref_psnr.get(r["dataset"])) for r in results]
+    columns = [["PSNR dB", "SSIM", "seconds"] + (["dPSNR"] if wr else []) for wr in with_ref]
+
+    def cells(i: int, e: dict, k: str) -> list[str]:
+        row = [_fmt(e["psnr"], 3), _fmt(e["ssim"], 4), _fmt(e["seconds"], 2)]
+        if with_ref[i]:
+            ref = ref_psnr.get(results[i]["dataset"], {}).get(k)
+            row.append("-" if ref is None else f"{float(e['psnr']) - float(ref):+.3f}")
+        return row
+
+    return grouped_table(results, columns, cells, title)
 
 
 def make_report(results: Sequence[dict], model: str | None = None) -> dict[str, Any]:

@@ -45,18 +45,20 @@ from asisr.models.scale_code import UPSTREAM_CODE_DIM
 # Involution blocks: each output mixes its 3x3 HR neighbourhood once (the kernel generator's
 # 3x3 conv reads the same neighbourhood), two blocks -> 2 HR pixels.
 UPSAMPLER_HR_REACH = 2
-# The upsampler reads only each query's nearest LR feature; HR neighbours read their own.
+# Upstream's upsampler reads only each query's nearest LR feature; HR neighbours read their own.
+# A 3x3 head or the bilinear LR skip reads one LR pixel further.
 UPSAMPLER_LR_REACH = 0
 
 PAPER_HAT = dict(embed_dim=180, depths=(5, 5, 5, 5, 5, 5), num_heads=(6, 6, 6, 6, 6, 6), window_size=16,
                  overlap_ratio=0.5, mlp_ratio=2.0)
 
 
-def _descriptor(arch: str, channels: int, halo: int | None, eca: bool, extra: dict) -> ModelDescriptor:
+def _descriptor(arch: str, channels: int, halo: int | None, eca: bool, extra: dict,
+                lr_reach: int = UPSAMPLER_LR_REACH) -> ModelDescriptor:
     # ECA pools over the whole output grid: HR tiles then only approximate the whole image.
     return ModelDescriptor(
         arch=arch, feature_channels=channels, scale_min=1.0, scale_max=8.0, trained_scale_max=4.0,
-        backbone_halo=halo, upsampler_lr_reach=UPSAMPLER_LR_REACH, upsampler_hr_reach=UPSAMPLER_HR_REACH,
+        backbone_halo=halo, upsampler_lr_reach=lr_reach, upsampler_hr_reach=UPSAMPLER_HR_REACH,
         upsampler_global_pool=bool(eca), precisions=("fp32", "fp16"), extra=dict(extra))
 
 
@@ -81,14 +83,19 @@ def build_eqsr_hat(embed_dim: int = 180, depths=PAPER_HAT["depths"], num_heads=P
 def build_eqsr_light(n_feats: int = 64, n_groups: int = 4, n_resblocks: int = 4, se: bool = False,
                      res_scale: float = 1.0, scale_code: str = "portable", scale_code_freqs: int | None = None,
                      upsampler_width: int = 64, offset_code: str = "portable", offset_freqs: int | None = None,
-                     eca: bool = False, img_range: float = 1.0) -> SRModel:
+                     eca: bool = False, img_range: float = 1.0, head_kernel: int = 3,
+                     lr_skip: bool = True) -> SRModel:
     config = dict(n_feats=n_feats, n_groups=n_groups, n_resblocks=n_resblocks, se=se, res_scale=res_scale,
                   scale_code=scale_code, scale_code_freqs=scale_code_freqs, upsampler_width=upsampler_width,
-                  offset_code=offset_code, offset_freqs=offset_freqs, eca=eca, img_range=img_range)
+                  offset_code=offset_code, offset_freqs=offset_freqs, eca=eca, img_range=img_range,
+                  head_kernel=head_kernel, lr_skip=lr_skip)
     backbone = LightBackbone(n_feats, n_groups, n_resblocks, scale_code, scale_code_freqs, se, res_scale)
-    upsampler = KrigingUpsampler(n_feats, upsampler_width, offset_code, offset_freqs, eca, img_range=img_range)
+    upsampler = KrigingUpsampler(n_feats, upsampler_width, offset_code, offset_freqs, eca, img_range=img_range,
+                                 head_kernel=head_kernel, lr_skip=lr_skip)
+    lr_reach = UPSAMPLER_LR_REACH + (1 if head_kernel == 3 or lr_skip else 0)
     desc = _descriptor("eqsr_light", n_feats, backbone.receptive_radius(), eca,
-                       {"scale_code": scale_code, "offset_code": offset_code})
+                       {"scale_code": scale_code, "offset_code": offset_code, "head_kernel": head_kernel,
+                        "lr_skip": lr_skip}, lr_reach)
     return SRModel("eqsr_light", backbone, upsampler, desc, config)
 
 
@@ -102,7 +109,12 @@ def eqsr_hat(pretrained: bool = False, **kwargs) -> SRModel:
 @register_model("eqsr_light")
 def eqsr_light(pretrained: bool = False, **kwargs) -> SRModel:
     if pretrained:
-        raise UserError("no bundled eqsr_light weights yet; train one or load a checkpoint with asisr.models.load")
+        from asisr.models.checkpoint import load
+        from asisr.models.pretrained import bundled_path
+
+        if kwargs:
+            raise UserError("pretrained eqsr_light has a fixed configuration; do not pass constructor arguments")
+        return load(bundled_path("eqsr_light"))
     return build_eqsr_light(**kwargs)
 
 

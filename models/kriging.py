@@ -12,6 +12,13 @@ For every output pixel (the outer product of ``rows`` x ``cols``, in LR pixel un
    neighbour uses; FFN with ECA channel attention (optional; it pools globally);
 4. skip from the head, ReLU -> 1x1 conv -> RGB, plus the RGB mean.
 
+Two options that upstream does not have (off for upstream checkpoints, on for new
+``eqsr_light`` models): ``head_kernel=3`` lets the head read the 3x3 LR neighbourhood of the
+nearest feature (a 3x3 conv at LR resolution, LIIF's feature unfolding), and ``lr_skip`` adds a
+bilinear interpolation of a learned LR-resolution RGB map (1x1 conv of the features) to the
+output. Upstream's only image path is the HR branch, which a short training run leaves with a
+visible low-frequency colour error; the skip gives the branch a smooth base to refine.
+
 Everything separable is computed per row or per column: the offset encoding enters the
 head as ``W_y enc(row) + W_x enc(col)`` (no (B, 2F, H, W) tensor), the feature part of
 the head is applied at LR resolution before the gather, and the RBF weights are sums of a
@@ -135,19 +142,39 @@ class KrigingUpsampler(nn.Module):
 
     def __init__(self, in_dim: int, width: int = 256, offset_code: str = "portable",
                  offset_freqs: int | None = None, eca: bool = True, lengthscale: float = 3.0,
-                 img_range: float = 1.0):
+                 img_range: float = 1.0, head_kernel: int = 1, lr_skip: bool = False):
         super().__init__()
+        if head_kernel not in (1, 3):
+            raise ValueError(f"head_kernel must be 1 or 3, got {head_kernel}")
         self.offset = OffsetCode(offset_code, offset_freqs)
         self.in_dim, self.width, self.img_range = in_dim, width, img_range
+        self.head_kernel = head_kernel
         self.act = nn.ReLU()
-        self.head = nn.Sequential(nn.Conv2d(in_dim + self.offset.dim, width, 1), self.act)
+        if head_kernel == 1:  # upstream layout: one 1x1 conv over [feature, offset code]
+            self.head = nn.Sequential(nn.Conv2d(in_dim + self.offset.dim, width, 1), self.act)
+            self.head_lr = None
+        else:  # feature term read from the 3x3 LR neighbourhood; offset code as before
+            self.head = nn.Sequential(nn.Conv2d(self.offset.dim, width, 1), self.act)
+            self.head_lr = nn.Conv2d(in_dim, width, 3, padding=1, bias=False)
         self.inv1 = InvoTransformerBlock(width, eca)
         self.inv2 = InvoTransformerBlock(width, eca)
         self.to_rgb = nn.Sequential(self.act, nn.Conv2d(width, 3, 1))
+        self.lr_skip = nn.Conv2d(in_dim, 3, 1) if lr_skip else None
+        if lr_skip:  # start as the smooth base alone; the HR branch learns the residual
+            nn.init.zeros_(self.to_rgb[1].weight)
+            nn.init.zeros_(self.to_rgb[1].bias)
         self.rbf1 = RBF(lengthscale)
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
         self._enc_x = self.offset.channel_index(0)  # head input channels (after the features) for x
         self._enc_y = self.offset.channel_index(1)
+
+    def _head_parts(self, features: torch.Tensor):
+        """(LR-resolution feature term (B, width, h, w), offset-code weight (width, n), bias)."""
+        weight = self.head[0].weight[:, :, 0, 0]
+        if self.head_lr is not None:
+            return self.head_lr(features), weight, self.head[0].bias
+        cf = features.shape[1]
+        return F.conv2d(features, weight[:, :cf, None, None]), weight[:, cf:], self.head[0].bias
 
     # ---------------------------------------------------------------- per-axis geometry
     def _axis(self, pos: torch.Tensor, lr_len, scale_axis: torch.Tensor):
@@ -188,17 +215,13 @@ class KrigingUpsampler(nn.Module):
         ix, ux, cx, mx = self._axis(cols, w, scale[:, 1:2])
 
         # head = ReLU(W_f feat[nearest] + W_y enc(row offset) + W_x enc(col offset) + bias)
-        weight = self.head[0].weight[:, :, 0, 0]
-        wf, we = weight[:, :cf], weight[:, cf:]
-        lr_proj = F.conv2d(features, wf[:, :, None, None])  # (B, width, h, w), LR resolution
-        flat = (torch.arange(b, device=rows.device)[:, None, None] * h + iy[:, :, None]) * w + ix[:, None, :]
-        gathered = lr_proj.permute(0, 2, 3, 1).reshape(b * h * w, self.width).index_select(0, flat.reshape(-1))
-        gathered = gathered.view(b, hq, wq, self.width).permute(0, 3, 1, 2)
+        lr_proj, we, bias = self._head_parts(features)  # feature term at LR resolution
+        gathered = _gather(lr_proj, iy, ix)
         # geometry stays float32 (coordinates need it); the codes join the feature dtype
         enc_y = self.offset.axis((uy - cy) * my).to(features.dtype)  # (B, n, Hq)
         enc_x = self.offset.axis((ux - cx) * mx).to(features.dtype)  # (B, n, Wq)
         ey = torch.einsum("on,bnq->boq", we[:, self._enc_y], enc_y)
-        ex = torch.einsum("on,bnq->boq", we[:, self._enc_x], enc_x) + self.head[0].bias[None, :, None]
+        ex = torch.einsum("on,bnq->boq", we[:, self._enc_x], enc_x) + bias[None, :, None]
         x = self.act(gathered + ey[:, :, :, None] + ex[:, :, None, :])
 
         # kriging weights of the 3x3 HR neighbourhood: exp(-0.5 (dx^2 + dy^2) / l^2)
@@ -211,4 +234,37 @@ class KrigingUpsampler(nn.Module):
         skip = x
         x = self.act(self.inv1(x, factors))
         x = self.act(self.inv2(x, factors))
-        return self.to_rgb(x + skip) / self.img_range + self.rgb_mean
+        out = self.to_rgb(x + skip) / self.img_range + self.rgb_mean
+        if self.lr_skip is not None:
+            out = out + _bilinear(self.lr_skip(features), rows, cols)
+        return out
+
+
+def _gather(lr_map: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+    """``lr_map[b, :, iy[b, i], ix[b, j]]`` -> (B, C, Hq, Wq): one row gather, no HR-size index maps."""
+    b, c, h, w = lr_map.shape
+    flat = (torch.arange(b, device=iy.device)[:, None, None] * h + iy[:, :, None]) * w + ix[:, None, :]
+    out = lr_map.permute(0, 2, 3, 1).reshape(b * h * w, c).index_select(0, flat.reshape(-1))
+    return out.view(b, iy.shape[1], ix.shape[1], c).permute(0, 3, 1, 2)
+
+
+def _bilinear_axis(pos: torch.Tensor, n: int):
+    """Lower/upper LR indices and the upper weight along one axis (pixel k centred at k + 0.5, edges clamped)."""
+    t = pos.float() - 0.5
+    i0 = torch.floor(t)
+    frac = t - i0
+    lo = torch.clamp(i0, min=0.0, max=n - 1.0).long()
+    hi = torch.clamp(i0 + 1.0, min=0.0, max=n - 1.0).long()
+    return lo, hi, frac
+
+
+def _bilinear(lr_map: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Separable bilinear interpolation of an LR map at the query grid (reads 1 LR pixel around each query)."""
+    _, _, h, w = lr_map.shape
+    y0, y1, fy = _bilinear_axis(rows, h)
+    x0, x1, fx = _bilinear_axis(cols, w)
+    fy = fy.to(lr_map.dtype)[:, None, :, None]
+    fx = fx.to(lr_map.dtype)[:, None, None, :]
+    top = _gather(lr_map, y0, x0) * (1 - fx) + _gather(lr_map, y0, x1) * fx
+    bottom = _gather(lr_map, y1, x0) * (1 - fx) + _gather(lr_map, y1, x1) * fx
+    return top * (1 - fy) + bottom * fy

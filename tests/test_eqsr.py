@@ -34,6 +34,7 @@ def tiny_light(**kw):
     with torch.no_grad():  # LayerScale starts at 0 (identity); give the modulated path a real weight
         for group in model.backbone.groups:
             group.gamma.normal_(0.0, 0.5)
+        model.upsampler.to_rgb[1].weight.normal_(0.0, 0.2)  # zero at init under lr_skip
     return model
 
 
@@ -245,12 +246,13 @@ def test_light_backbone_tiles_exactly_with_its_halo():
             assert (err < 1e-5) if exact else (err > 1e-5)
 
 
-def test_light_upsampler_hr_reach():
+@pytest.mark.parametrize("head_kernel,lr_skip,lr_reach", [(1, False, 0), (3, True, 1), (1, True, 1)])
+def test_light_upsampler_hr_reach(head_kernel, lr_skip, lr_reach):
     """Without ECA an output pixel depends on its +-2 HR neighbours only (descriptor value)."""
     torch.manual_seed(0)
-    model = tiny_light()
+    model = tiny_light(head_kernel=head_kernel, lr_skip=lr_skip)
     reach = model.descriptor.upsampler_hr_reach
-    assert reach == 2 and model.descriptor.upsampler_lr_reach == 0
+    assert reach == 2 and model.descriptor.upsampler_lr_reach == lr_reach
     feat = torch.randn(1, 16, 12, 12)
     scale, rows, cols = (torch.from_numpy(a) for a in make_query(12, 12, 30, 30))
     with torch.no_grad():
@@ -260,6 +262,41 @@ def test_light_upsampler_hr_reach():
             part = model.upsampler(feat, scale, rows[:, a - margin:b + margin], cols[:, a - margin:b + margin])
             err = (part[:, :, margin:-margin, margin:-margin] - full[:, :, a:b, a:b]).abs().max()
             assert (err < 1e-5) if exact else (err > 1e-5)
+
+
+@pytest.mark.parametrize("head_kernel,lr_skip", [(1, False), (3, False), (1, True), (3, True)])
+def test_light_upsampler_lr_reach(head_kernel, lr_skip):
+    """Features cropped to the queries' LR span plus ``upsampler_lr_reach`` give the same output; one less does not."""
+    torch.manual_seed(0)
+    model = tiny_light(head_kernel=head_kernel, lr_skip=lr_skip)
+    lr_reach, hr_reach = model.descriptor.upsampler_lr_reach, model.descriptor.upsampler_hr_reach
+    feat = torch.randn(1, 16, 12, 12)
+    scale, rows, cols = (torch.from_numpy(a) for a in make_query(12, 12, 30, 30))
+    a, b = 10, 20
+    qa, qb = a - hr_reach, b + hr_reach  # the HR neighbours read their own nearest features
+    with torch.no_grad():
+        full = model.upsampler(feat, scale, rows, cols)[:, :, a:b, a:b]
+        # the 3x3 head's reach is tight; the skip's extra pixel is already inside the HR halo at x2.5
+        margins = [lr_reach] + ([lr_reach - 1] if head_kernel == 3 else [])
+        for margin in margins:
+            lo = int(torch.floor(rows[0, qa])) - margin
+            hi = int(torch.floor(rows[0, qb - 1])) + margin + 1
+            part = model.upsampler(feat[:, :, lo:hi, lo:hi], scale, rows[:, qa:qb] - lo, cols[:, qa:qb] - lo)
+            err = (part[:, :, hr_reach:-hr_reach, hr_reach:-hr_reach] - full).abs().max()
+            assert (err < 1e-5) if margin == lr_reach else (err > 1e-5)
+
+
+def test_light_lr_skip_is_bilinear_at_init():
+    """With ``lr_skip`` a fresh upsampler outputs the bilinear interpolation of its LR RGB map plus the mean."""
+    torch.manual_seed(0)
+    model = build_eqsr_light(n_feats=16, n_groups=1, n_resblocks=1, upsampler_width=16).eval()
+    feat = torch.randn(1, 16, 7, 9)
+    scale, rows, cols = (torch.from_numpy(a) for a in make_query(7, 9, 14, 18))  # x2: centres at k + 0.25 / 0.75
+    with torch.no_grad():
+        out = model.upsampler(feat, scale, rows, cols)
+        lr_rgb = model.upsampler.lr_skip(feat) + model.upsampler.rgb_mean
+        ref = torch.nn.functional.interpolate(lr_rgb, size=(14, 18), mode="bilinear", align_corners=False)
+    assert (out - ref).abs().max() < 1e-5
 
 
 # ------------------------------------------------------------------------------------ ONNX
