@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -126,6 +127,14 @@ def test_changed_config_is_refused(image_folder, tmp_path):
     Trainer(tiny_config(image_folder, iters=2), tmp_path / "r").run(progress=False)
     with pytest.raises(UserError, match="different configuration"):
         Trainer(tiny_config(image_folder, iters=2, lr=1e-3), tmp_path / "r").run(progress=False)
+
+
+def test_resume_may_change_threads_and_workers(image_folder, tmp_path):
+    """How a run executes (threads, workers, device) is not part of what it computes."""
+    cfg = tiny_config(image_folder, iters=4, ckpt_every=2)
+    Trainer(cfg, tmp_path / "r").run(progress=False, stop_after=2)
+    history = Trainer(replace(cfg, threads=2, workers=0), tmp_path / "r").run(progress=False)
+    assert len(history["loss"]) == 4
 
 
 def test_warm_start_copies_the_encoder(tmp_path):

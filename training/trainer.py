@@ -11,7 +11,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,15 @@ class TrainConfig:
         d["sampling"] = SamplingConfig(**d.get("sampling", {}))
         d["val_scales"] = tuple(d.get("val_scales", (2.0, 3.0, 4.0)))
         return TrainConfig(**d)
+
+
+# How a run is executed, not what it computes: a resumed run may change them.
+RUNTIME_FIELDS = ("threads", "workers", "device")
+
+
+def same_run(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether ``b`` continues ``a``: equal in everything but :data:`RUNTIME_FIELDS`."""
+    return replace(a, **{f: getattr(b, f) for f in RUNTIME_FIELDS}) == b
 
 
 class EMA:
@@ -168,7 +177,7 @@ class Trainer:
         config_json = json.dumps(asdict(cfg), indent=2, default=list)
         if state_path.exists() and resume:
             saved = json.loads(config_path.read_text()) if config_path.exists() else None
-            if saved is not None and TrainConfig.from_dict(saved) != cfg:
+            if saved is not None and not same_run(TrainConfig.from_dict(saved), cfg):
                 raise UserError(f"{self.out} holds a run with a different configuration; use another --out")
         elif state_path.exists():
             raise UserError(f"{self.out} already holds a run; resume it or use another --out")
