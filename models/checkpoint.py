@@ -51,12 +51,18 @@ def load(path: str | Path):
     return model.eval()
 
 
-def save(model, path: str | Path) -> Path:
-    """Write asisr's own checkpoint form: ``{'asisr': {'name', 'config'}, 'state_dict'}``, atomically."""
+def save(model, path: str | Path, card: dict | None = None) -> Path:
+    """Write asisr's own checkpoint form: ``{'asisr': {'name', 'config'[, 'card']}, 'state_dict'}``, atomically.
+
+    ``card`` is free-form provenance (data, recipe, measured numbers) that travels with the weights.
+    """
     from asisr.atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"name": model.name, "config": model.config}
+    if card:
+        meta["card"] = card
     with atomic_path(path) as tmp:
-        torch.save({"asisr": {"name": model.name, "config": model.config}, "state_dict": model.state_dict()}, tmp)
+        torch.save({"asisr": meta, "state_dict": model.state_dict()}, tmp)
     return path

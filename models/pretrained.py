@@ -8,9 +8,12 @@ from asisr.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # model name -> file in WEIGHTS_DIR (asisr checkpoint format)
-BUNDLED = {"liif": "liif_edsr_baseline.pt"}
+BUNDLED = {
+    "liif": "liif_edsr_baseline.pt",  # the official LIIF weights (BSD-3, LICENSE-liif.txt)
+    "eqsr_light": "eqsr_light_default.pt",  # trained by this project; model card in README.md
+}
 # What asisr-run / asisr-export use when no model is given.
-DEFAULT_MODEL = "liif"
+DEFAULT_MODEL = "eqsr_light"
 
 
 def bundled_path(name: str) -> Path:

@@ -1,9 +1,14 @@
-"""The bundled default model passes ONNX parity like every other model (asisr-parity with no arguments)."""
+"""The bundled default model: passes ONNX parity like every other model, and keeps its measured quality."""
 
 from __future__ import annotations
 
 from asisr.cli.parity import main as parity_main
 from tests.cli_helpers import invoke
+from tests.conftest import SHARED, need
+
+# Issue 4's bar for the shipped default: >= 2 dB over bicubic at x2-x4 on Set5, above it everywhere.
+SCALES_2DB = (2.0, 3.0, 4.0)
+SCALES_ABOVE = (6.0, 8.0, 1.6, 5.5)
 
 
 def test_default_model_passes_parity(capsys, tmp_path):
@@ -11,3 +16,31 @@ def test_default_model_passes_parity(capsys, tmp_path):
     assert code == 0, out + err
     assert "13/13 cases pass" in out
     assert (tmp_path / "p.json").is_file()
+
+
+def test_default_model_is_the_trained_eqsr_light():
+    from asisr.models import load
+    from asisr.models.checkpoint import read_checkpoint
+    from asisr.models.pretrained import default_checkpoint
+
+    model = load(default_checkpoint())
+    assert model.name == "eqsr_light"
+    card = read_checkpoint(default_checkpoint())["asisr"]["card"]
+    assert "data/train" in card["data"] and card["recipe"]["iters"] > 0
+    assert default_checkpoint().stat().st_size <= 10 * 1024 * 1024
+
+
+def test_default_model_beats_bicubic_on_set5():
+    """Through ONNX Runtime, as users run it: the numbers in the README's model card."""
+    from asisr.evaluation import bicubic_upscale, evaluate
+    from asisr.runtime.sources import open_upscaler
+
+    set5 = need(SHARED / "data" / "Set5")
+    scales = SCALES_2DB + SCALES_ABOVE
+    bicubic = evaluate(set5, scales, bicubic_upscale, "bicubic", ssim=False)
+    with open_upscaler(None, "onnxruntime", threads=2) as up:
+        ours = evaluate(set5, scales, up.upscale_to, "default", ssim=False)
+    for key, entry in ours["scales"].items():
+        gain = entry["psnr"] - bicubic["scales"][key]["psnr"]
+        bar = 2.0 if entry["scale_h"] in SCALES_2DB else 0.0
+        assert gain >= bar, f"x{key}: {entry['psnr']:.3f} dB is {gain:+.3f} dB over bicubic (needs >= {bar})"
