@@ -1,17 +1,17 @@
-"""Parameter counts and GMACs of each registered configuration, counted by torch's FlopCounterMode.
+"""Parameter counts and GMACs of each registered configuration (reference paths, untiled).
 
     python benchmarks/model_cost.py
 
-FlopCounterMode counts matrix multiplies and convolutions (MACs = FLOPs / 2); element-wise
-work (activations, softmax, the involution's 9-tap weighted sums) is not included.
+A thin wrapper over ``asisr.bench.flops`` (the counter ``asisr-bench`` uses): torch's
+FlopCounterMode on shapes only; matrix multiplies and convolutions (MACs = FLOPs / 2),
+element-wise work not included. For the cost of real jobs, tiles included, run ``asisr-bench``.
 """
 
 from __future__ import annotations
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from asisr.models import create, make_query
+from asisr.bench.flops import TileFlopCounter
+from asisr.models import create
+from asisr.runtime.tiling import TilePlan
 
 CONFIGS = ("liif", "eqsr_light", "eqsr_hat (paper)")  # registered names; defaults are these configurations
 LR, SCALE = 64, 4
@@ -19,18 +19,9 @@ LR, SCALE = 64, 4
 
 def cost(name: str) -> tuple[float, float, float]:
     model = create(name.split(" ")[0]).eval()
-    for m in model.modules():  # count the reference math, not the fast rewrites
-        if hasattr(m, "fast"):
-            m.fast = False
-    lr = torch.rand(1, 3, LR, LR)
-    scale, rows, cols = (torch.from_numpy(a) for a in make_query(LR, LR, LR * SCALE, LR * SCALE))
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fb:
-            feat = model.backbone(lr, scale)
-        with FlopCounterMode(display=False) as fu:
-            model.upsampler(feat, scale, rows, cols)
+    flops = TileFlopCounter(model.reference()).image((LR, LR), (LR * SCALE, LR * SCALE), TilePlan(10 ** 6, 10 ** 6, 0))
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return params, fb.get_total_flops() / 2 / LR ** 2 / 1e9, fu.get_total_flops() / 2 / (LR * SCALE) ** 2 / 1e9
+    return params, flops.backbone / 2 / LR ** 2 / 1e9, flops.upsampler / 2 / (LR * SCALE) ** 2 / 1e9
 
 
 if __name__ == "__main__":

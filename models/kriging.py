@@ -209,8 +209,7 @@ class KrigingUpsampler(nn.Module):
 
     def forward(self, features: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor,
                 cols: torch.Tensor) -> torch.Tensor:
-        b, cf, h, w = features.shape
-        hq, wq = rows.shape[1], cols.shape[1]
+        h, w = features.shape[2:]
         iy, uy, cy, my = self._axis(rows, h, scale[:, 0:1])
         ix, ux, cx, mx = self._axis(cols, w, scale[:, 1:2])
 

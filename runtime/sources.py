@@ -17,7 +17,7 @@ from asisr.runtime.backends.onnxrt import OnnxrtRunner, SessionFromOnnx
 from asisr.runtime.backends.pyt import TorchRunner
 from asisr.runtime.pipeline import Pipeline
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def bundled_default() -> Path:
@@ -53,6 +53,16 @@ def _onnx_pipeline(directory: Path, threads: int | None, providers: list[str] | 
                                            "directory": str(directory), "manifest": manifest.data})
 
 
+def _trt_pipeline(path: Path) -> Pipeline:
+    """TensorRT engines for an exported directory or a checkpoint (exported to ONNX first), built once and cached."""
+    from asisr.export.tensorrt import current_environment
+    from asisr.runtime.backends.trt import open_trt_pipeline
+
+    current_environment()  # TensorRT and a GPU are checked before a checkpoint is exported
+    directory = path if path.is_dir() else export_cached(path)
+    return open_trt_pipeline(directory, cache_dir() / "tensorrt")
+
+
 def export_cached(checkpoint: Path):
     """Export a checkpoint to ONNX once; later calls reuse the cached directory."""
     from asisr.export.onnx import DEFAULT_OPSET, export_onnx
@@ -77,6 +87,8 @@ def open_pipeline(model: str | Path | None = None, backend: str = "torch", threa
     path = bundled_default() if model is None else Path(model)
     if not path.exists():
         raise UserError(f"model not found: {path}")
+    if backend == "tensorrt":
+        return _trt_pipeline(path)
     if path.is_dir():
         if backend == "torch":
             raise UserError(f"{path} is an exported ONNX directory; the torch backend needs a checkpoint file")

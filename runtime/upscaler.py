@@ -2,8 +2,10 @@
 
 Handles what real images are: grey, RGB, RGBA (alpha is resized bicubically on its own,
 not passed through a model trained on colour photographs), 8/16-bit or float. Memory is
-bounded by the tile sizes: features for one LR tile and queries for one output tile at a
-time, plus the output itself and the LR feature map.
+bounded by a budget (``max_memory``, default ``DEFAULT_MAX_MEMORY``): tile sizes are planned
+from it per image (``asisr.runtime.tiling.plan_tiles``), and LR features are computed band by
+band just ahead of the upsampler instead of for the whole image, so the peak is about the
+budget plus the output image, whatever the image size.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ import numpy as np
 from asisr.errors import UserError
 from asisr.models.query import effective_scale
 from asisr.runtime.pipeline import Pipeline
-from asisr.runtime.tiling import lr_spans, query_spans
+from asisr.runtime.tiling import TileGeometry, TilePlan, lr_spans, plan_tiles, query_spans, tile_costs
 from asisr.scale import Scale, check_scale_range, output_size
 
-DEFAULT_TILE = 256  # output pixels per upsampler tile edge
-DEFAULT_LR_TILE = 384  # LR pixels per backbone tile edge
+DEFAULT_MAX_MEMORY = 1 << 30  # bytes; keeps 1920x1080 -> 3840x2160 on ONNX Runtime under ~2 GB peak RSS
 GLOBAL_CONTEXT_HALO = 32  # LR overlap for backbones without a finite receptive field
 
 
@@ -39,26 +40,57 @@ def to_float(image: np.ndarray) -> np.ndarray:
 
 def from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """float in [0, 1] -> ``dtype`` with rounding (float dtypes are returned clamped)."""
-    image = np.clip(image, 0.0, 1.0)
-    if dtype == np.uint8:
-        return np.round(image * 255.0).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.round(image * 65535.0).astype(np.uint16)
+    image = np.clip(image, 0.0, 1.0)  # one temporary, then in place: outputs can be 100s of MB
+    if dtype in (np.uint8, np.uint16):
+        image *= 255.0 if dtype == np.uint8 else 65535.0
+        return np.round(image, out=image).astype(dtype)
     return image.astype(dtype)
 
 
 class Upscaler:
-    """Runs a ``Pipeline`` on whole images with output-space tiling."""
+    """Runs a ``Pipeline`` on whole images with output-space tiling.
+
+    ``tile`` / ``lr_tile`` fix the tile edges; those left ``None`` are planned per image from
+    ``max_memory`` bytes (``DEFAULT_MAX_MEMORY`` when ``None``). ``stream_features=False``
+    computes the whole LR feature map before upsampling (the pre-streaming path, same output).
+    """
 
     def __init__(self, pipeline: Pipeline, tile: int | None = None, lr_tile: int | None = None,
-                 max_scale: float | None = None):
+                 max_scale: float | None = None, max_memory: int | None = None, stream_features: bool = True):
         self.pipeline = pipeline
         self.descriptor = pipeline.descriptor
-        self.tile = int(tile or DEFAULT_TILE)
-        self.lr_tile = int(lr_tile or DEFAULT_LR_TILE)
-        if self.tile < 1 or self.lr_tile < 1:
+        self.tile = None if tile is None else int(tile)
+        self.lr_tile = None if lr_tile is None else int(lr_tile)
+        if (self.tile is not None and self.tile < 1) or (self.lr_tile is not None and self.lr_tile < 1):
             raise UserError("tile sizes must be positive")
+        self.max_memory = int(max_memory) if max_memory is not None else DEFAULT_MAX_MEMORY
+        if self.max_memory < 1:
+            raise UserError("the memory budget must be positive")
+        self.stream_features = stream_features
+        if hasattr(pipeline.backbone, "shrink_arena"):  # ONNX Runtime: free each big backbone tile's memory
+            pipeline.backbone.shrink_arena = True
         self.max_scale = float(max_scale) if max_scale is not None else self.descriptor.scale_max
+        self.last_plan: TilePlan | None = None  # the tiles of the latest image, for reports
+
+    def plan(self, lr_h: int, lr_w: int, out_h: int, out_w: int) -> TilePlan:
+        """Tile edges for one image: the fixed ones, the rest from the memory budget."""
+        if self.tile is not None and self.lr_tile is not None:
+            return TilePlan(self.tile, self.lr_tile, 0, None)
+        d = self.descriptor
+        geometry = TileGeometry(lr_h, lr_w, out_h, out_w, d.feature_channels, self._halo(),
+                                d.upsampler_lr_reach, d.upsampler_hr_reach)
+        costs = tile_costs(d.feature_channels, str(self.pipeline.info.get("backend", "")),
+                           (d.extra or {}).get("tile_bytes"))
+        return plan_tiles(self.max_memory, geometry, costs, self.tile, self.lr_tile)
+
+    def _halo(self) -> int:
+        halo = self.descriptor.backbone_halo
+        return GLOBAL_CONTEXT_HALO if halo is None else halo
+
+    def _fit_limits(self, plan: TilePlan, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> TilePlan:
+        """Shrink tiles to the pipeline's shape limits (a TensorRT engine's optimization profile), if any."""
+        limits = self.pipeline.info.get("tile_limits")  # asisr.export.profiles.TileLimits
+        return plan if limits is None else limits.fit(plan, lr_hw, out_hw, self.descriptor, self._halo())
 
     def __enter__(self) -> "Upscaler":
         self.pipeline.__enter__()
@@ -110,42 +142,77 @@ class Upscaler:
         h, w = rgb.shape[:2]
         scale = np.array([effective_scale(h, w, out_h, out_w)], dtype=np.float32)
         lr = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
-        features = self._features(lr, scale)
+        plan = self.last_plan = self._fit_limits(self.plan(h, w, out_h, out_w), (h, w), (out_h, out_w))
         d = self.descriptor
-        if d.upsampler_global_pool and (out_h > self.tile or out_w > self.tile):
-            warnings.warn(f"{d.arch}: the upsampler pools over the whole output; output tiles of {self.tile} px "
+        if d.upsampler_global_pool and (out_h > plan.tile or out_w > plan.tile):
+            warnings.warn(f"{d.arch}: the upsampler pools over the whole output; output tiles of {plan.tile} px "
                           "approximate the untiled result (raise --tile to avoid tiling)", stacklevel=3)
-        out = np.empty((3, out_h, out_w), dtype=np.float32)
-        row_spans = query_spans(h, out_h, self.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
-        col_spans = query_spans(w, out_w, self.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
+        if d.backbone_halo is None and (h > plan.lr_tile or w > plan.lr_tile):
+            warnings.warn(f"{d.arch}: backbone has global context; tiles of {plan.lr_tile} LR px with "
+                          f"{GLOBAL_CONTEXT_HALO} px overlap approximate the untiled result", stacklevel=3)
+        features = _FeatureBands(self.pipeline, lr, scale, plan.lr_tile, self._halo())
+        if not self.stream_features:
+            features.compute_all()
+        out = np.empty((out_h, out_w, 3), dtype=np.float32)  # written in place, HWC: no transposed copy later
+        row_spans = query_spans(h, out_h, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
+        col_spans = query_spans(w, out_w, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
         for r in row_spans:
+            features.release_above(r.lr_lo)  # row bands are visited top to bottom
             for c in col_spans:
-                feat = np.ascontiguousarray(features[:, :, r.lr_lo:r.lr_hi, c.lr_lo:c.lr_hi])
+                feat = features.window(r.lr_lo, r.lr_hi, c.lr_lo, c.lr_hi)
                 rgb_tile = self.pipeline.upsample(feat, scale, r.coords.astype(np.float32)[None],
                                                   c.coords.astype(np.float32)[None])
-                out[:, r.out, c.out] = rgb_tile[0, :, r.keep, c.keep]
+                out[r.out, c.out] = rgb_tile[0, :, r.keep, c.keep].transpose(1, 2, 0)
         if not np.isfinite(out).all():
             raise UserError(f"the {self.pipeline.info.get('backend', 'model')} backend produced NaN or infinite values; "
                             "check the model with asisr-parity")
-        return np.clip(out, 0.0, 1.0).transpose(1, 2, 0)
+        return np.clip(out, 0.0, 1.0, out=out)
 
-    def _features(self, lr: np.ndarray, scale: np.ndarray) -> np.ndarray:
+
+class _FeatureBands:
+    """LR features computed one backbone row band at a time, on demand, and dropped when passed.
+
+    The backbone tiles (``lr_spans`` with the halo) are the same whether a band is computed
+    early or late, so the features, and the output, are bit-identical to computing the whole
+    map first; only the peak memory differs (a few bands instead of C x h x w floats).
+    """
+
+    def __init__(self, pipeline: Pipeline, lr: np.ndarray, scale: np.ndarray, lr_tile: int, halo: int):
+        self.pipeline, self.lr, self.scale = pipeline, lr, scale
         h, w = lr.shape[2:]
-        halo = self.descriptor.backbone_halo
-        if halo is None:
-            halo = GLOBAL_CONTEXT_HALO
-            if h > self.lr_tile or w > self.lr_tile:
-                warnings.warn(f"{self.descriptor.arch}: backbone has global context; tiles of {self.lr_tile} LR px "
-                              f"with {halo} px overlap approximate the untiled result", stacklevel=3)
-        rows, cols = lr_spans(h, self.lr_tile, halo), lr_spans(w, self.lr_tile, halo)
-        if len(rows) == 1 and len(cols) == 1:
-            return self.pipeline.features(lr, scale)
-        features = None
-        for r in rows:
-            for c in cols:
-                f = self.pipeline.features(np.ascontiguousarray(lr[:, :, r.lo:r.hi, c.lo:c.hi]), scale)
-                if features is None:
-                    features = np.empty((1, f.shape[1], h, w), dtype=np.float32)
-                features[:, :, r.keep_lo:r.keep_hi, c.keep_lo:c.keep_hi] = f[
-                    :, :, r.keep_lo - r.lo:r.keep_hi - r.lo, c.keep_lo - c.lo:c.keep_hi - c.lo]
-        return features
+        self.rows, self.cols = lr_spans(h, lr_tile, halo), lr_spans(w, lr_tile, halo)
+        self.bands: dict[int, np.ndarray] = {}  # row-span index -> (1, C, keep rows, w)
+
+    def _band(self, i: int) -> np.ndarray:
+        if i not in self.bands:
+            r = self.rows[i]
+            if len(self.rows) == 1 and len(self.cols) == 1:
+                self.bands[i] = self.pipeline.features(self.lr, self.scale)
+                return self.bands[i]
+            band = None
+            for c in self.cols:
+                f = self.pipeline.features(np.ascontiguousarray(self.lr[:, :, r.lo:r.hi, c.lo:c.hi]), self.scale)
+                if band is None:
+                    band = np.empty((1, f.shape[1], r.keep_hi - r.keep_lo, self.lr.shape[3]), dtype=np.float32)
+                band[:, :, :, c.keep_lo:c.keep_hi] = f[:, :, r.keep_lo - r.lo:r.keep_hi - r.lo,
+                                                       c.keep_lo - c.lo:c.keep_hi - c.lo]
+            self.bands[i] = band
+        return self.bands[i]
+
+    def compute_all(self) -> None:
+        for i in range(len(self.rows)):
+            self._band(i)
+
+    def release_above(self, row: int) -> None:
+        """Drop the bands that end at or above LR row ``row``."""
+        for i in [i for i in self.bands if self.rows[i].keep_hi <= row]:
+            del self.bands[i]
+
+    def window(self, lo: int, hi: int, col_lo: int, col_hi: int) -> np.ndarray:
+        """Features of LR rows ``[lo, hi)`` and columns ``[col_lo, col_hi)``, contiguous."""
+        parts = []
+        for i, r in enumerate(self.rows):
+            a, b = max(lo, r.keep_lo), min(hi, r.keep_hi)
+            if a < b:
+                parts.append(self._band(i)[:, :, a - r.keep_lo:b - r.keep_lo, col_lo:col_hi])
+        return np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2))

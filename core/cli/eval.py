@@ -203,7 +203,9 @@ def _equivariance_all(data_dirs, pairs, upscale_fn, name: str) -> list[dict]:
 
 def _model_name(up) -> str:
     info = up.pipeline.info
-    return f"{info['model']} [{info['backend']}]"
+    precision = (info.get("manifest") or {}).get("precision", "fp32")
+    model = info["model"] if precision == "fp32" else f"{info['model']} {precision}"
+    return f"{model} [{info['backend']}]"
 
 
 def _read_reference(path: Path) -> dict:

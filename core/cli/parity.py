@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +37,9 @@ def parity(
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images to crop test inputs from."),
     shapes: str = typer.Option(",".join(f"{h}x{w}" for h, w in DEFAULT_SHAPES), "--shapes", help="LR shapes HxW, comma-separated."),
     scales: str = typer.Option(",".join(DEFAULT_SCALES), "--scales", help="Scales, comma-separated (HxW for asymmetric)."),
-    tolerance: float = typer.Option(1e-4, "--tolerance", help="Max abs error allowed on [0,1] outputs."),
+    tolerance: Optional[float] = typer.Option(
+        None, "--tolerance", help="Max abs error allowed on [0,1] outputs; default by the model's precision: "
+                                  "fp32 1e-4, fp16 2e-2, int8 1e-1."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
 ) -> None:
@@ -68,12 +71,20 @@ def parity(
         recorded = manifest.data["model"].get("checkpoint_sha256")
         if recorded and recorded != sha256_file(ckpt):
             raise UserError(f"{model_dir} was exported from a different checkpoint than {ckpt} (sha256 differs)")
-        cases = build_cases(shape_list, scale_list, images)
-        report = check_parity(_onnx_pipeline(Path(model_dir), threads, provider), model.reference(), cases, tolerance)
-    typer.echo(f"parity: {manifest.model} ({model_dir}) on {backend} vs PyTorch reference ({ckpt})")
+        precision = manifest.data.get("precision", "fp32")
+        if precision == "int8" and images is None:
+            raise UserError("an int8 model is checked on real images: give --images DIR (random inputs fall "
+                            "outside its calibrated ranges)")
+        cases = build_cases(shape_list, scale_list, images, random_inputs=precision != "int8")
+        report = check_parity(_onnx_pipeline(Path(model_dir), threads, provider), model.reference(), cases, tolerance,
+                              precision)
+    typer.echo(f"parity: {manifest.model} {precision} ({model_dir}) on {backend} vs fp32 PyTorch reference ({ckpt})")
     typer.echo(report.table())
     if json_out is not None:
-        json_out.write_text(json.dumps({"model": manifest.model, "tolerance": tolerance, "passed": report.passed,
+        json_out.write_text(json.dumps({"model": manifest.model, "precision": precision,
+                                        "tolerance": report.tolerance, "passed": report.passed,
+                                        "min_psnr_db": report.min_psnr if math.isfinite(report.min_psnr)
+                                        else str(report.min_psnr),
                                         "cases": [r.to_dict() for r in report.results]}, indent=2))
     if not report.passed:
         print("error: parity check failed", file=sys.stderr)

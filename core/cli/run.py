@@ -37,6 +37,9 @@ def run(
                                                  help="ONNX Runtime execution provider: cpu, cuda, tensorrt (repeatable)."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Output tile edge in pixels (bounds memory)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+    max_memory: Optional[str] = typer.Option(
+        None, "--max-memory", help="Memory budget for tiling, e.g. 512M or 2G (default 1G); peak memory is "
+                                   "about this plus the output image."),
     max_scale: Optional[float] = typer.Option(None, "--max-scale", help="Refuse scales above this (default: the model's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
@@ -45,6 +48,12 @@ def run(
         raise UserError("give exactly one of --scale or --size")
     factor = parse_scale(scale) if scale is not None else None
     target = parse_size(size) if size is not None else None
+    if max_memory is not None:
+        from asisr.runtime.tiling import parse_memory
+
+        budget = parse_memory(max_memory)
+    else:
+        budget = None
     if tile is not None and tile < 1:
         raise UserError("--tile must be a positive number of pixels")
     if threads is not None and threads < 1:
@@ -62,6 +71,8 @@ def run(
 
     upscaler = open_upscaler(model, backend=backend, threads=threads, tile=tile, max_scale=max_scale,
                              providers=provider)
+    if budget is not None:
+        upscaler.max_memory = budget  # tiles not fixed by --tile are planned per image from it
     if factor is not None:
         check_scale_range(factor, upscaler.max_scale)
     with upscaler:
