@@ -14,9 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import torch
 import asisr
 from asisr.errors import UserError
 from asisr.export.manifest import FORMAT_VERSION, write_manifest
+from asisr.export.publish import staging_dir
 from asisr.models.base import SRModel
 from asisr.models.checkpoint import sha256_file
 from asisr.models.query import make_query
@@ -75,9 +73,19 @@ def _export_graph(module: torch.nn.Module, args: tuple, path: Path, inputs: dict
     program.save(str(path))
     model = onnx.load(str(path))
     _rename_dims(model, {**inputs, **outputs})
+    _strip_trace_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.save(model, str(path))
+
+
+def _strip_trace_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node trace notes: they embed Python object addresses
+    (``<function sym_float at 0x7f...>``), which made two exports of one model differ in sha256
+    and so defeated every cache keyed on the graph (calibration ranges, TensorRT engines)."""
+    for graph_nodes in [model.graph.node, *(f.node for f in model.functions)]:
+        for node in graph_nodes:
+            del node.metadata_props[:]
 
 
 def _rename_dims(model: onnx.ModelProto, spec: dict) -> None:
@@ -105,12 +113,9 @@ def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET,
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise UserError(f"output exists: {out_dir} (use --overwrite to replace it)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staging_dir(out_dir, overwrite) as work:
+        tmp = work / "out"
         lr = torch.rand(2, 3, 19, 23)
         scale_np, rows_np, cols_np = make_query(19, 23, 41, 67, batch=2)
         scale, rows, cols = (torch.from_numpy(a) for a in (scale_np, rows_np, cols_np))
@@ -119,7 +124,6 @@ def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET,
         _export_graph(model.backbone, (lr, scale), tmp / "backbone.onnx", BACKBONE_INPUTS, BACKBONE_OUTPUTS, opset)
         _export_graph(model.upsampler, (feat, scale, rows, cols), tmp / "upsampler.onnx", UPSAMPLER_INPUTS,
                       UPSAMPLER_OUTPUTS, opset)
-        os.chmod(tmp, 0o755)
         descriptor = model.descriptor
         write_manifest(tmp, {
             "format_version": FORMAT_VERSION,
@@ -147,14 +151,4 @@ def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET,
                                          ("upsampler", UPSAMPLER_INPUTS, UPSAMPLER_OUTPUTS))
             },
         })
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

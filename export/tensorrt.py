@@ -10,10 +10,8 @@ Engines need TensorRT and a CUDA GPU. Without either, every entry point fails wi
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,6 +21,7 @@ from asisr.atomic import atomic_path
 from asisr.errors import UserError
 from asisr.export.engine_cache import EngineCache, EngineKey, stale_reasons, write_engine
 from asisr.export.profiles import STAGES, Profile
+from asisr.export.publish import staging_dir
 
 INSTALL_HINT = "pip install 'asisr[tensorrt]' on a machine with an NVIDIA GPU"
 
@@ -306,28 +305,16 @@ def export_tensorrt(out: str | Path, *, onnx_dir: str | Path | None = None,
         descriptor = ModelDescriptor(**d)
     profile = parse_profile(profile_text, default_profile(descriptor))
     env = current_environment()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        work = staging / "model"
+    with staging_dir(out, overwrite) as staging:
+        work = staging / "out"
         if source is not None:
-            work.mkdir()
             shutil.copy2(source.path, work / source.path.name)
             for stage in source.data["graphs"]:
                 shutil.copy2(source.graph_path(stage), work / source.graph_path(stage).name)
         else:
+            work.rmdir()  # export_graphs writes a new directory
             export_graphs(work)
         if options.timing_cache is None:
             options = replace(options, timing_cache=default_timing_cache(env))
         add_engines(work, profile, options, env)
-        os.chmod(work, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            work.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            work.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -49,6 +49,11 @@ UPSAMPLER_HR_REACH = 2
 # A 3x3 head or the bilinear LR skip reads one LR pixel further.
 UPSAMPLER_LR_REACH = 0
 
+# Working memory per tile unit relative to LIIF's (the planner's default model). Measured on
+# the default model, 1920x1080 -> 3840x2160 through ONNX Runtime, 2 threads: with LIIF's numbers a
+# 1 GiB budget peaked at 2077 MiB (LIIF: 1504 MiB); a 700 MiB budget peaked at 1334 MiB.
+EQSR_LIGHT_TILE_BYTES_SCALE = 1.5
+
 PAPER_HAT = dict(embed_dim=180, depths=(5, 5, 5, 5, 5, 5), num_heads=(6, 6, 6, 6, 6, 6), window_size=16,
                  overlap_ratio=0.5, mlp_ratio=2.0)
 
@@ -95,7 +100,7 @@ def build_eqsr_light(n_feats: int = 64, n_groups: int = 4, n_resblocks: int = 4,
     lr_reach = UPSAMPLER_LR_REACH + (1 if head_kernel == 3 or lr_skip else 0)
     desc = _descriptor("eqsr_light", n_feats, backbone.receptive_radius(), eca,
                        {"scale_code": scale_code, "offset_code": offset_code, "head_kernel": head_kernel,
-                        "lr_skip": lr_skip}, lr_reach)
+                        "lr_skip": lr_skip, "tile_bytes": {"scale": EQSR_LIGHT_TILE_BYTES_SCALE}}, lr_reach)
     return SRModel("eqsr_light", backbone, upsampler, desc, config)
 
 

@@ -6,6 +6,8 @@ asked to run on ONNX Runtime is exported once into a cache keyed by its sha256.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -68,15 +70,20 @@ def export_cached(checkpoint: Path):
     from asisr.export.onnx import DEFAULT_OPSET, export_onnx
     from asisr.models import load, sha256_file
 
+    model = load(checkpoint)
+    # The descriptor (halos, tile costs) comes from code, not from the file: key on it too, so a
+    # cached export never carries a stale descriptor into the runtime.
+    described = json.dumps({"descriptor": model.descriptor.to_dict(), "config": model.config}, sort_keys=True)
+    tag = hashlib.sha256(described.encode()).hexdigest()[:8]
     digest = sha256_file(checkpoint)
-    target = cache_dir() / "onnx" / f"{digest[:20]}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"
+    target = cache_dir() / "onnx" / f"{digest[:20]}-{tag}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"
     if (target / "manifest.json").is_file():
         try:
             read_manifest(target)
             return target
         except UserError:
             pass  # a damaged cache entry is rebuilt
-    export_onnx(load(checkpoint), target, overwrite=True)
+    export_onnx(model, target, overwrite=True)
     return target
 
 

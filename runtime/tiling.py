@@ -106,7 +106,8 @@ class TileCosts:
     the arena keeps every extension chunk); torch peaked at ~2.3 KB and ~6-8 KB and frees
     both in between. Adding both stages, as the planner does, is conservative for torch.
     Backbone and window terms scale with the feature channels; a model whose upsampler is
-    much wider can declare its own numbers in ``descriptor.extra["tile_bytes"]``.
+    much wider can declare its own numbers in ``descriptor.extra["tile_bytes"]``: any of the
+    fields below, or ``scale``, a factor on all of them (measured against LIIF's peak).
     """
 
     backbone_per_px: float  # per LR pixel of a backbone tile, halo included
@@ -123,6 +124,9 @@ def tile_costs(feature_channels: int, backend: str = "onnxruntime", declared: di
     else:
         costs = TileCosts(22 * c, 8192, 56 * c, 16 << 20)
     if declared:
+        f = float(declared.get("scale", 1.0))
+        costs = TileCosts(costs.backbone_per_px * f, costs.upsampler_per_query * f, costs.upsampler_per_lr_px * f,
+                          costs.fixed)
         costs = replace(costs, **{k: float(v) for k, v in declared.items() if k in TileCosts.__dataclass_fields__})
     return costs
 

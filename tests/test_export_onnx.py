@@ -142,3 +142,28 @@ def test_upstream_eqsr_checkpoint_parity(tmp_path):
     report = check_parity(_onnx_pipeline(export_onnx(model, tmp_path / "up"), 2, None), model.reference(),
                           build_cases())
     assert report.passed, report.table()
+
+
+def test_export_is_byte_deterministic(tmp_path):
+    """Caches keyed on graph sha256 (calibration ranges, TensorRT engines) need identical bytes for one model.
+
+    The exporter's per-node trace notes embed Python object addresses, which differ between
+    processes; they are stripped, and a second export in a fresh process gives the same bytes.
+    """
+    import subprocess
+    import sys
+
+    from asisr.export.onnx import export_onnx
+    from asisr.models import create, save
+
+    torch.manual_seed(0)
+    model = create("eqsr_light", n_feats=8, n_groups=1, n_resblocks=1, upsampler_width=8)
+    ckpt = save(model, tmp_path / "m.pt")
+    export_onnx(load(ckpt), tmp_path / "a")
+    for graph in ("backbone.onnx", "upsampler.onnx"):
+        assert all(len(n.metadata_props) == 0 for n in onnx.load(str(tmp_path / "a" / graph)).graph.node)
+    code = ("import sys; from asisr.models import load; from asisr.export.onnx import export_onnx; "
+            "export_onnx(load(sys.argv[1]), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", code, str(ckpt), str(tmp_path / "b")], check=True)
+    for graph in ("backbone.onnx", "upsampler.onnx"):
+        assert sha256_file(tmp_path / "a" / graph) == sha256_file(tmp_path / "b" / graph), graph

@@ -123,3 +123,10 @@ def test_declared_tile_bytes_are_used():
     plain = plan_tiles(parse_memory("1G"), FRAME_X2, tile_costs(64, "onnxruntime"))
     wide = plan_tiles(parse_memory("1G"), FRAME_X2, tile_costs(64, "onnxruntime", {"upsampler_per_query": 4 * 8192}))
     assert wide.tile < plain.tile and wide.lr_tile == plain.lr_tile
+
+
+def test_declared_scale_shrinks_every_tile():
+    plain = plan_tiles(parse_memory("1G"), FRAME_X2, tile_costs(64, "onnxruntime"))
+    heavy = plan_tiles(parse_memory("1G"), FRAME_X2, tile_costs(64, "onnxruntime", {"scale": 1.5}))
+    assert heavy.tile < plain.tile and heavy.lr_tile < plain.lr_tile
+    assert heavy.estimate <= parse_memory("1G")
