@@ -66,7 +66,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from asisr.errors import UserError
 from asisr.evaluation.evaluate import (
     ProgressFn,
     _fmt,
@@ -75,11 +74,11 @@ from asisr.evaluation.evaluate import (
     dataset_names,
     grouped_table,
     scale_key,
+    scoring_pair,
     sweep,
     sweep_result,
 )
 from asisr.evaluation.metrics import Y_WEIGHTS
-from asisr.evaluation.protocol import make_pair, shave_for
 
 #: Scales of the EQ table when none are given (those of the EQSR paper's comparison).
 DEFAULT_EQ_SCALES = (2.0, 3.0, 4.0, 6.0)
@@ -143,11 +142,8 @@ def equivariance_image(
     if scale_w is None:
         scale_w = scale_h
     key = scale_key(scale_h, scale_w)
-    x, lr = make_pair(hr, scale_h, scale_w)
+    x, lr, shave = scoring_pair(hr, scale_h, scale_w)
     hc, wc = x.shape[:2]
-    shave = shave_for(scale_h, scale_w)
-    if min(hc, wc) <= 2 * shave:
-        raise UserError(f"image ({hr.shape[1]}x{hr.shape[0]}) is too small to score at scale {key} (shave {shave} px)")
     up_h, up_w = round(hc * scale_h), round(wc * scale_w)
 
     t0 = time.perf_counter()

@@ -146,6 +146,16 @@ def sweep_result(name: str, folder: str | Path, dataset: str | None, protocol: s
     }
 
 
+def scoring_pair(hr: np.ndarray, scale_h: float, scale_w: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """The protocol's (cropped HR, LR, shave) for one scale; refuses an HR crop the shave would empty."""
+    hr_c, lr = make_pair(hr, scale_h, scale_w)
+    shave = shave_for(scale_h, scale_w)
+    if min(hr_c.shape[:2]) <= 2 * shave:
+        raise UserError(f"HR image {hr.shape[1]}x{hr.shape[0]} is too small to score at scale "
+                        f"{scale_key(scale_h, scale_w)} (shave {shave} px)")
+    return hr_c, lr, shave
+
+
 def checked_output(out: Any, size: tuple[int, int], where: str) -> np.ndarray:
     """A model's output as a float array of ``size`` x 3, clamped to [0, 1]; one-line errors otherwise."""
     arr = np.asarray(out)
@@ -190,11 +200,8 @@ def evaluate(
 
     def score(hr: np.ndarray, sh: float, sw: float) -> dict[str, Any]:
         key = scale_key(sh, sw)
-        hr_c, lr = make_pair(hr, sh, sw)
+        hr_c, lr, shave = scoring_pair(hr, sh, sw)
         out_h, out_w = hr_c.shape[:2]
-        shave = shave_for(sh, sw)
-        if min(out_h, out_w) <= 2 * shave:
-            raise UserError(f"too small to score at scale {key} (shave {shave} px)")
         t0 = time.perf_counter()
         sr = upscale_fn(lr, (out_h, out_w))
         dt = time.perf_counter() - t0

@@ -20,11 +20,9 @@ import onnx
 
 from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes
 from asisr.calibration.quantizer import prepare_graph
-from asisr.errors import UserError
 from asisr.export.manifest import read_manifest, write_manifest
 from asisr.export.onnx import DEFAULT_OPSET, export_onnx
 from asisr.export.publish import check_destination, staging_dir
-from asisr.models.checkpoint import sha256_file
 
 STAGES = ("backbone", "upsampler")
 
@@ -122,18 +120,14 @@ def convert_onnx(fp32_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
     """FP16 graphs of an fp32 export directory."""
     out_dir = check_destination(out_dir, overwrite)
     fp32 = read_manifest(fp32_dir)
-    if fp32.data.get("precision", "fp32") != "fp32":
-        raise UserError(f"{fp32_dir} holds {fp32.data['precision']} graphs; FP16 starts from an fp32 export")
+    fp32.require_fp32("FP16")
     with staging_dir(out_dir, overwrite) as work:
         out = work / "out"
         kept = {}
         for stage in STAGES:
             pre = prepare_graph(fp32.graph_path(stage), work / f"{stage}.pre.onnx", DATA_INPUTS[stage])
             kept[stage] = convert_graph(pre, out / f"{stage}.onnx", stage)
-        data = dict(fp32.data)
-        data["precision"] = "fp16"
-        data["graphs"] = {stage: {**info, "sha256": sha256_file(out / info["file"])}
-                          for stage, info in fp32.data["graphs"].items()}
+        data = fp32.derived(out, "fp16")
         data["fp16"] = {
             "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
             "io": "float32 (keep_io_types)",

@@ -33,6 +33,20 @@ class Manifest:
     def descriptor(self) -> dict:
         return self.data["model"]["descriptor"]
 
+    def require_fp32(self, what: str) -> None:
+        """Reduced-precision exports start from fp32 graphs, never from each other."""
+        precision = self.data.get("precision", "fp32")
+        if precision != "fp32":
+            raise UserError(f"{self.directory} holds {precision} graphs; {what} starts from an fp32 export")
+
+    def derived(self, directory: Path, precision: str) -> dict:
+        """This manifest for the same model's graphs rewritten into ``directory`` at ``precision``."""
+        data = dict(self.data)
+        data["precision"] = precision
+        data["graphs"] = {stage: {**info, "sha256": sha256_file(Path(directory) / info["file"])}
+                          for stage, info in self.data["graphs"].items()}
+        return data
+
 
 def write_manifest(directory: Path, data: dict) -> Path:
     path = Path(directory) / MANIFEST

@@ -35,7 +35,6 @@ from asisr.errors import UserError
 from asisr.export.manifest import read_manifest, write_manifest
 from asisr.export.onnx import DEFAULT_OPSET, export_onnx
 from asisr.export.publish import check_destination, staging_dir
-from asisr.models.checkpoint import sha256_file
 
 DEFAULT_METHOD = "minmax"
 SENSITIVITY_FILE = "sensitivity.json"
@@ -93,8 +92,7 @@ def quantize_onnx(fp32_dir: str | Path, out_dir: str | Path, calib: str | Path |
     if range_cache is None and calib is None:
         raise UserError("INT8 export needs a calibration folder (--calib DIR)")
     fp32 = read_manifest(fp32_dir)
-    if fp32.data.get("precision", "fp32") != "fp32":
-        raise UserError(f"{fp32_dir} holds {fp32.data['precision']} graphs; INT8 starts from an fp32 export")
+    fp32.require_fp32("INT8")
     target = TARGETS[config.target]
     settings = config.settings.for_scale_range(float(fp32.descriptor["scale_max"]))
     with staging_dir(out_dir, overwrite) as work:
@@ -122,10 +120,7 @@ def quantize_onnx(fp32_dir: str | Path, out_dir: str | Path, calib: str | Path |
             quantize_graph(graphs[stage], out / f"{stage}.onnx", entry["ranges"][stage], target,
                            nodes_to_exclude=exclusions.excluded(stage))
         (out / SENSITIVITY_FILE).write_text(json.dumps(exclusions.to_dict(), indent=1) + "\n")
-        data = dict(fp32.data)
-        data["precision"] = "int8"
-        data["graphs"] = {stage: {**info, "sha256": sha256_file(out / info["file"])}
-                          for stage, info in fp32.data["graphs"].items()}
+        data = fp32.derived(out, "int8")
         data["quantization"] = {
             **target.describe(),
             "tool": "onnxruntime.quantization.quantize_static",

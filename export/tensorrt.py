@@ -212,6 +212,14 @@ def _env_record(env: TrtEnvironment) -> dict:
     return {"version": env.tensorrt_version, "gpu": env.gpu_name, "compute_capability": env.compute_capability}
 
 
+def _stage_engine(manifest, stage: str, env: TrtEnvironment, profile: Profile, options: BuildOptions):
+    """(graph path, precision read from the graph, engine cache key) for one stage of an exported directory."""
+    graph = manifest.graph_path(stage)
+    precision = graph_precision(graph)
+    return graph, precision, engine_key(manifest.data["graphs"][stage]["sha256"], env, precision, profile, stage,
+                                        options)
+
+
 def add_engines(directory: Path, profile: Profile, options: BuildOptions, env: TrtEnvironment) -> dict:
     """Build ``{stage}.engine`` (+ record) beside the graphs of an exported directory; record them in its manifest."""
     from asisr.export.manifest import read_manifest, write_manifest
@@ -219,9 +227,7 @@ def add_engines(directory: Path, profile: Profile, options: BuildOptions, env: T
     manifest = read_manifest(directory)
     engines = {}
     for stage in STAGES:
-        graph = manifest.graph_path(stage)
-        precision = graph_precision(graph)
-        key = engine_key(manifest.data["graphs"][stage]["sha256"], env, precision, profile, stage, options)
+        graph, precision, key = _stage_engine(manifest, stage, env, profile, options)
         path = write_engine(directory / f"{stage}.engine", build_engine(graph, stage, profile, options), key,
                             {"profile_spec": profile.spec()})
         engines[stage] = {"file": path.name, "record": path.name + ".json", "precision": precision,
@@ -263,9 +269,7 @@ def cached_engines(directory: Path, manifest, env: TrtEnvironment, profile: Prof
     cache = EngineCache(cache_root)
     paths = {}
     for stage in STAGES:
-        graph = manifest.graph_path(stage)
-        precision = graph_precision(graph)
-        key = engine_key(manifest.data["graphs"][stage]["sha256"], env, precision, profile, stage, options)
+        graph, _, key = _stage_engine(manifest, stage, env, profile, options)
         if cache.lookup(key) is None:
             warnings.warn(f"building the TensorRT {stage} engine for {manifest.model} on {env.gpu_name} "
                           f"(once; cached in {cache_root})", stacklevel=3)
