@@ -11,6 +11,15 @@ The upsampler has two forms with one set of weights:
 * ``fast`` (default for export): that first layer split algebraically into a 1x1 conv on
   the unfolded features at LR resolution (once per LR pixel, not 4x per HR pixel) plus the
   per-query coordinate and cell terms. Same math, float-rounding-level differences.
+
+How the fast form is laid out, and why (each measured on the exported graph, ONNX Runtime CPU):
+* the coordinate term is separable: ``W1c . (ry, rx)`` is a per-row plus a per-column vector,
+  and the cell term one vector per image, so no (H, W, 2) tensor or K=2 matmul is built;
+* features are gathered with one flat row index (a plain ``Gather``): advanced indexing exports
+  as ``GatherND`` between two transposes of the full query tensor;
+* the MLP runs on 2-D (queries, channels) tensors, which ONNX Runtime fuses into ``Gemm`` with
+  its bias and ReLU; quantised, the bias is folded into ``QGemm`` instead of a separate add.
+Together these cut the INT8 upsampler's time by about a fifth and fp32's by a few percent.
 """
 
 from __future__ import annotations
@@ -66,6 +75,14 @@ def _gather(feat_hwc: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch
     return feat_hwc[b, iy[:, :, None], ix[:, None, :]]
 
 
+def _gather_flat(feat_hwc: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+    """``_gather`` as one ``index_select`` over (B*h*w, C) rows -> (B*H*W, C)."""
+    b, h, w, c = feat_hwc.shape
+    base = torch.arange(b, device=feat_hwc.device)[:, None, None] * (h * w)
+    index = base + iy[:, :, None] * w + ix[:, None, :]
+    return torch.index_select(feat_hwc.reshape(b * h * w, c), 0, index.reshape(-1))
+
+
 class LIIFUpsampler(nn.Module):
     """``(features, scale, rows, cols) -> rgb`` with local ensemble, feature unfolding and cell decoding."""
 
@@ -77,16 +94,24 @@ class LIIFUpsampler(nn.Module):
         self.fast = fast
 
     def forward(self, feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = feat.shape
-        unfolded = F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
-        first = self.imnet.layers[0]
         if self.fast:
-            # W1 . [f ; rel_coord ; rel_cell] + b1 = (W1f . f) + W1c . rel_coord + (W1cell . rel_cell + b1)
-            lr_term = F.conv2d(unfolded, first.weight[:, : c * 9, None, None])
-            values = lr_term.permute(0, 2, 3, 1)
-        else:
-            values = unfolded.permute(0, 2, 3, 1)
-        rel_cell = 2.0 / scale  # official: cell * (h, w) with cell = 2 / (H_out, W_out)
+            return self._forward_fast(feat, scale, rows, cols)
+        return self.reference(feat, scale, rows, cols)
+
+    @staticmethod
+    def _ensemble(preds: list[torch.Tensor], areas: list[torch.Tensor]) -> torch.Tensor:
+        """(B, H, W, 3) predictions of the four members, each weighted by the area of the
+        diagonally opposite sub-rectangle -> (B, 3, H, W) in [0, 1] units."""
+        total = areas[0] + areas[1] + areas[2] + areas[3]
+        out = (preds[0] * (areas[3] / total)[..., None] + preds[1] * (areas[2] / total)[..., None]
+               + preds[2] * (areas[1] / total)[..., None] + preds[3] * (areas[0] / total)[..., None])
+        return out.permute(0, 3, 1, 2) * 0.5 + 0.5
+
+    def reference(self, feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The official computation: the whole MLP on the concatenated 580-dim input."""
+        b, c, h, w = feat.shape
+        values = F.unfold(feat, 3, padding=1).view(b, c * 9, h, w).permute(0, 2, 3, 1)
+        cell = (2.0 / scale)  # official: cell * (h, w) with cell = 2 / (H_out, W_out)
         preds, areas = [], []
         for vy in (-0.5, 0.5):
             iy = _nearest_index(rows, vy, h)
@@ -94,25 +119,39 @@ class LIIFUpsampler(nn.Module):
             for vx in (-0.5, 0.5):
                 ix = _nearest_index(cols, vx, w)
                 rx = 2.0 * (cols - (ix.to(cols.dtype) + 0.5))  # (B, W)
-                q = _gather(values, iy, ix)  # (B, H, W, C')
+                q = _gather(values, iy, ix)  # (B, H, W, 9C)
                 hh, ww = ry.shape[1], rx.shape[1]
                 rel = torch.stack(torch.broadcast_tensors(ry[:, :, None], rx[:, None, :]), dim=-1)  # (B, H, W, 2)
-                cell = rel_cell[:, None, None, :].expand(b, hh, ww, 2)
-                if self.fast:
-                    wc = first.weight[:, c * 9: c * 9 + 2]
-                    wcell = first.weight[:, c * 9 + 2:]
-                    x = q + rel @ wc.t() + (cell @ wcell.t() + first.bias)
-                    x = self.imnet.layers[2:](torch.relu(x))
-                else:
-                    x = self.imnet(torch.cat([q, rel, cell], dim=-1))
-                preds.append(x)
+                rel_cell = cell[:, None, None, :].expand(b, hh, ww, 2)
+                preds.append(self.imnet(torch.cat([q, rel, rel_cell], dim=-1)))
                 areas.append(torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9)
-        total = areas[0] + areas[1] + areas[2] + areas[3]
-        # Each prediction is weighted by the area of the diagonally opposite sub-rectangle.
-        out = (preds[0] * (areas[3] / total)[..., None] + preds[1] * (areas[2] / total)[..., None]
-               + preds[2] * (areas[1] / total)[..., None] + preds[3] * (areas[0] / total)[..., None])
-        return out.permute(0, 3, 1, 2) * 0.5 + 0.5
+        return self._ensemble(preds, areas)
 
+    def _forward_fast(self, feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor,
+                      cols: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = feat.shape
+        hh, ww = rows.shape[1], cols.shape[1]
+        first = self.imnet.layers[0]
+        unfolded = F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
+        # W1 . [f ; rel_coord ; rel_cell] + b1 = (W1f . f) + W1y * ry + W1x * rx + (W1cell . rel_cell + b1)
+        values = F.conv2d(unfolded, first.weight[:, : c * 9, None, None]).permute(0, 2, 3, 1)  # (B, h, w, C')
+        w_y, w_x = first.weight[:, c * 9], first.weight[:, c * 9 + 1]
+        per_image = (2.0 / scale) @ first.weight[:, c * 9 + 2:].t() + first.bias  # (B, C')
+        preds, areas = [], []
+        for vy in (-0.5, 0.5):
+            iy = _nearest_index(rows, vy, h)
+            ry = 2.0 * (rows - (iy.to(rows.dtype) + 0.5))  # (B, H): official normalised offset * h
+            row_term = ry[..., None] * w_y + per_image[:, None, :]  # (B, H, C')
+            for vx in (-0.5, 0.5):
+                ix = _nearest_index(cols, vx, w)
+                rx = 2.0 * (cols - (ix.to(cols.dtype) + 0.5))  # (B, W)
+                col_term = rx[..., None] * w_x  # (B, W, C')
+                x = (_gather_flat(values, iy, ix).view(b, hh, ww, -1)
+                     + row_term[:, :, None, :] + col_term[:, None, :, :])
+                x = torch.relu(x).reshape(b * hh * ww, -1)
+                preds.append(self.imnet.layers[2:](x).view(b, hh, ww, -1))
+                areas.append(torch.abs(ry[:, :, None] * rx[:, None, :]) + 1e-9)
+        return self._ensemble(preds, areas)
 
 def _liif(n_resblocks: int = 16, n_feats: int = 64, hidden: list[int] | None = None, fast: bool = True,
           scale_max: float = 12.0) -> SRModel:

@@ -184,7 +184,8 @@ def test_exclusions_are_measured_and_recorded(int8_dir):
     policy = Policy(**{k: v for k, v in manifest["policy"].items()})
     rows = report["report"]
     assert rows and {"graph", "node", "op", "noise_db", "expected_drop_db", "drop_db", "excluded"} <= set(rows[0])
-    assert {"Conv", "MatMul"} <= {r["op"] for r in rows if r["quantized"]}
+    quantized_ops = {r["op"] for r in rows if r["quantized"]}
+    assert "Conv" in quantized_ops and quantized_ops & {"MatMul", "Gemm"}
     measured = manifest["float_nodes"]["measured"]
     for r in rows:  # the policy: over the threshold alone -> float
         if r["expected_drop_db"] > policy.threshold_db:
@@ -254,8 +255,8 @@ def test_fp16_keeps_float32_io_and_coordinate_math(fp16_dir, tiny_liif_onnx):
             seen.add(node.name)
             assert not (node.op_type == "Cast" and node.attribute[0].i == TensorProto.FLOAT16), node.name
             todo.extend(node.input)
-    assert any(types[n.input[1]] == TensorProto.FLOAT16 for n in up.graph.node if n.op_type == "MatMul"
-               and n.input[1] in {i.name for i in up.graph.initializer})
+    assert any(types[n.input[1]] == TensorProto.FLOAT16 for n in up.graph.node
+               if n.op_type in ("MatMul", "Gemm") and n.input[1] in {i.name for i in up.graph.initializer})
 
 
 def test_fp16_output_is_within_50_db_of_fp32_and_passes_parity(fp16_dir, tiny_liif_onnx, tiny_liif_ckpt, photos):
