@@ -65,15 +65,29 @@ def _trt_pipeline(path: Path) -> Pipeline:
     return open_trt_pipeline(directory, cache_dir() / "tensorrt")
 
 
+def _graph_code_digest() -> str:
+    """sha256 of the sources an exported graph is traced from: the model package and the exporter."""
+    import asisr.export.onnx
+    import asisr.models
+
+    files = sorted(Path(asisr.models.__file__).parent.glob("*.py")) + [Path(asisr.export.onnx.__file__)]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
 def export_cached(checkpoint: Path):
     """Export a checkpoint to ONNX once; later calls reuse the cached directory."""
     from asisr.export.onnx import DEFAULT_OPSET, export_onnx
     from asisr.models import load, sha256_file
 
     model = load(checkpoint)
-    # The descriptor (halos, tile costs) comes from code, not from the file: key on it too, so a
-    # cached export never carries a stale descriptor into the runtime.
-    described = json.dumps({"descriptor": model.descriptor.to_dict(), "config": model.config}, sort_keys=True)
+    # The descriptor (halos, tile costs) and the graph's layout come from code, not from the
+    # file: key on both, so a cached export never carries a stale descriptor or graph into the
+    # runtime after an upgrade or a local edit of a model.
+    described = json.dumps({"descriptor": model.descriptor.to_dict(), "config": model.config,
+                            "code": _graph_code_digest()}, sort_keys=True)
     tag = hashlib.sha256(described.encode()).hexdigest()[:8]
     digest = sha256_file(checkpoint)
     target = cache_dir() / "onnx" / f"{digest[:20]}-{tag}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"

@@ -100,9 +100,10 @@ def _analytic_liif(c, n_res, hidden, lr_hw, out_hw, window_hw, reference):
     if reference:
         per_query = 4 * (2 * (9 * c + 4) * hidden[0] + tail)
         lr_part = 0
-    else:  # first layer split: a 1x1 conv on the LR window + 2-dim coordinate and cell terms per query
-        per_query = 4 * (2 * 2 * hidden[0] * 2 + tail)
-        lr_part = 2 * window_hw[0] * window_hw[1] * 9 * c * hidden[0]
+    else:  # first layer split: a 1x1 conv on the LR window, the cell term once per call; the
+        # separable coordinate terms are element-wise (not counted)
+        per_query = 4 * tail
+        lr_part = 2 * window_hw[0] * window_hw[1] * 9 * c * hidden[0] + 2 * 2 * hidden[0]
     return backbone, lr_part + queries * per_query
 
 

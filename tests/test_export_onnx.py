@@ -167,3 +167,15 @@ def test_export_is_byte_deterministic(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(ckpt), str(tmp_path / "b")], check=True)
     for graph in ("backbone.onnx", "upsampler.onnx"):
         assert sha256_file(tmp_path / "a" / graph) == sha256_file(tmp_path / "b" / graph), graph
+
+
+def test_export_cache_is_keyed_on_the_model_code(tiny_liif_ckpt, tmp_path, monkeypatch):
+    """An upgrade or local edit that changes how a model traces must not reuse an old graph."""
+    from asisr.runtime import sources
+
+    monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
+    first = sources.export_cached(tiny_liif_ckpt)
+    assert sources.export_cached(tiny_liif_ckpt) == first  # a hit
+    monkeypatch.setattr(sources, "_graph_code_digest", lambda: "edited")
+    second = sources.export_cached(tiny_liif_ckpt)
+    assert second != first and (second / "manifest.json").is_file()
