@@ -111,7 +111,7 @@ class LIIFUpsampler(nn.Module):
         """The official computation: the whole MLP on the concatenated 580-dim input."""
         b, c, h, w = feat.shape
         values = F.unfold(feat, 3, padding=1).view(b, c * 9, h, w).permute(0, 2, 3, 1)
-        cell = (2.0 / scale)  # official: cell * (h, w) with cell = 2 / (H_out, W_out)
+        cell = 2.0 / scale  # official: cell * (h, w) with cell = 2 / (H_out, W_out)
         preds, areas = [], []
         for vy in (-0.5, 0.5):
             iy = _nearest_index(rows, vy, h)
@@ -152,6 +152,7 @@ class LIIFUpsampler(nn.Module):
                 preds.append(self.imnet.layers[2:](x).view(b, hh, ww, -1))
                 areas.append(torch.abs(ry[:, :, None] * rx[:, None, :]) + 1e-9)
         return self._ensemble(preds, areas)
+
 
 def _liif(n_resblocks: int = 16, n_feats: int = 64, hidden: list[int] | None = None, fast: bool = True,
           scale_max: float = 12.0) -> SRModel:
