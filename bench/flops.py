@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from asisr.runtime.tiling import TilePlan, lr_spans, query_spans
-from asisr.runtime.upscaler import GLOBAL_CONTEXT_HALO
+from asisr.runtime.tiling import TilePlan, lr_spans, query_spans, tile_halo
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class TileFlopCounter:
         """FLOPs of one upscale with ``plan``'s tiles, as ``Upscaler`` cuts them."""
         (h, w), (out_h, out_w) = lr_hw, out_hw
         d = self.model.descriptor
-        halo = GLOBAL_CONTEXT_HALO if d.backbone_halo is None else d.backbone_halo
+        halo = tile_halo(d)
         bb_rows, bb_cols = lr_spans(h, plan.lr_tile, halo), lr_spans(w, plan.lr_tile, halo)
         bb_shapes = Counter((r.hi - r.lo, c.hi - c.lo) for r in bb_rows for c in bb_cols)
         q_rows = query_spans(h, out_h, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)

@@ -32,8 +32,7 @@ from asisr.calibration.quantizer import Target, quantize_graph
 from asisr.calibration.reader import session
 from asisr.calibration.samples import CalibSample
 from asisr.evaluation.metrics import Y_WEIGHTS
-
-STAGES = ("backbone", "upsampler")
+from asisr.export.manifest import STAGES
 
 
 @dataclass(frozen=True)

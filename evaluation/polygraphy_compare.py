@@ -24,6 +24,7 @@ import numpy as np
 from asisr.errors import UserError
 from asisr.evaluation.parity import FP32_TOLERANCE
 from asisr.evaluation.polygraphy_data import STAGE_INPUTS, backbone_feeds, default_cases, upsampler_feeds
+from asisr.export.manifest import STAGES
 
 try:
     from polygraphy.backend.base import BaseRunner as _PolygraphyRunner
@@ -127,7 +128,7 @@ def _max_abs(results, reference: str) -> dict[str, float]:
 
 def compare_stages(model, onnx_dir: str | Path, cases=None, tolerance: float = FP32_TOLERANCE,
                    providers: Sequence = ("cpu",), engines: dict[str, Path] | None = None,
-                   stages: Sequence[str] = ("backbone", "upsampler")) -> PolygraphyReport:
+                   stages: Sequence[str] = STAGES) -> PolygraphyReport:
     """Compare each exported graph (ONNX Runtime, and TensorRT ``engines`` if given) with ``model``'s stage."""
     require_polygraphy()
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
@@ -184,7 +185,7 @@ def stage_feeds(model, onnx_dir: str | Path, stage: str, cases=None) -> list[Ord
 
 
 def save_reference(model, onnx_dir: str | Path, out_dir: str | Path,
-                   stages: Sequence[str] = ("backbone", "upsampler")) -> dict[str, Path]:
+                   stages: Sequence[str] = STAGES) -> dict[str, Path]:
     """PyTorch outputs for the data-loader feeds, as Polygraphy ``RunResults`` JSON (``--load-outputs``).
 
     ``polygraphy run upsampler.onnx --trt --load-outputs torch_upsampler.json ...`` then

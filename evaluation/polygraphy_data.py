@@ -101,9 +101,7 @@ def profile_shape_args(directory: str | Path, stage: str) -> list[str]:
     if stage not in STAGE_INPUTS:
         raise UserError(f"unknown stage {stage!r}: expected backbone or upsampler")
     manifest = read_manifest(directory)
-    d = dict(manifest.descriptor)
-    d["precisions"] = tuple(d.get("precisions", ("fp32",)))
-    descriptor = ModelDescriptor(**d)
+    descriptor = ModelDescriptor.from_dict(manifest.descriptor)
     recorded = (manifest.data.get("tensorrt") or {}).get("profile")
     profile = Profile.from_dict(recorded) if recorded else default_profile(descriptor)
     return polygraphy_shape_args(profile.shapes(stage, descriptor.feature_channels))

@@ -20,11 +20,9 @@ import onnx
 
 from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes
 from asisr.calibration.quantizer import prepare_graph
-from asisr.export.manifest import read_manifest, write_manifest
+from asisr.export.manifest import STAGES, read_manifest, write_manifest
 from asisr.export.onnx import DEFAULT_OPSET, export_onnx
 from asisr.export.publish import check_destination, staging_dir
-
-STAGES = ("backbone", "upsampler")
 
 
 def convert_graph(src: str | Path, dst: str | Path, stage: str) -> list[str]:

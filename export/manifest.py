@@ -11,6 +11,7 @@ from asisr.models.checkpoint import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+STAGES = ("backbone", "upsampler")  # the two graphs of an exported model, in data-flow order
 
 
 @dataclass

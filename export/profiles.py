@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from asisr.errors import UserError
+from asisr.export.manifest import STAGES
 
 HW = tuple[int, int]
 Range = tuple[HW, HW, HW]  # min, opt, max
@@ -35,7 +36,6 @@ DEFAULT_OUT_TILE = 256  # output px: the Upscaler's largest planned upsampler ti
 # LR px: below the planner's largest backbone tile, to keep engine activation memory moderate
 # (TensorRT reserves it for the max shape); the Upscaler clamps its backbone tiles to the profile.
 DEFAULT_LR_TILE = 512
-STAGES = ("backbone", "upsampler")
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[x*]\s*(\d+)\s*)?$", re.IGNORECASE)
 _EXAMPLE = "e.g. --profile batch=1:1:4,lr=16x16:256x256:448x448,feat=1:132:261,out=1:256:256"
 
@@ -145,12 +145,6 @@ def parse_profile(text: str | None, base: Profile) -> Profile:
     return Profile.from_dict(values)
 
 
-def _halo(descriptor) -> int:
-    from asisr.runtime.upscaler import GLOBAL_CONTEXT_HALO
-
-    return GLOBAL_CONTEXT_HALO if descriptor.backbone_halo is None else int(descriptor.backbone_halo)
-
-
 def feature_window(out_len: int, scale: float, lr_reach: int) -> int:
     """Most LR feature pixels an output window of ``out_len`` pixels reads at ``scale`` (see tiling.query_spans)."""
     return math.ceil((out_len - 1) / scale) + 2 * lr_reach + 2
@@ -165,7 +159,9 @@ def default_profile(descriptor, tile: int | None = None, lr_tile: int | None = N
     ``Upscaler`` shrinks planned tiles that would not fit (``TileLimits``).
     """
     tile, lr_tile = int(tile or DEFAULT_OUT_TILE), int(lr_tile or DEFAULT_LR_TILE)
-    lr_max = lr_tile + 2 * _halo(descriptor)
+    from asisr.runtime.tiling import tile_halo
+
+    lr_max = lr_tile + 2 * tile_halo(descriptor)
     out_max = tile + 2 * int(descriptor.upsampler_hr_reach)
     reach = int(descriptor.upsampler_lr_reach)
     lowest = float(descriptor.scale_min) if 0 < descriptor.scale_min < 1 else 1.0  # x1 always fits

@@ -30,9 +30,9 @@ from asisr.calibration.graph import DATA_INPUTS
 from asisr.calibration.quantizer import TARGETS, collect_ranges, method_of, prepare_graph, quantize_graph, target_of
 from asisr.calibration.reader import BackboneReader, UpsamplerReader
 from asisr.calibration.samples import CalibrationSettings, build_calibration_set
-from asisr.calibration.sensitivity import STAGES, Exclusions, Policy, choose_exclusions, format_report
+from asisr.calibration.sensitivity import Exclusions, Policy, choose_exclusions, format_report
 from asisr.errors import UserError
-from asisr.export.manifest import read_manifest, write_manifest
+from asisr.export.manifest import STAGES, read_manifest, write_manifest
 from asisr.export.onnx import DEFAULT_OPSET, export_onnx
 from asisr.export.publish import check_destination, staging_dir
 

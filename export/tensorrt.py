@@ -20,7 +20,8 @@ from pathlib import Path
 from asisr.atomic import atomic_path
 from asisr.errors import UserError
 from asisr.export.engine_cache import EngineCache, EngineKey, stale_reasons, write_engine
-from asisr.export.profiles import STAGES, Profile
+from asisr.export.manifest import STAGES
+from asisr.export.profiles import Profile
 from asisr.export.publish import staging_dir
 
 INSTALL_HINT = "pip install 'asisr[tensorrt]' on a machine with an NVIDIA GPU"
@@ -304,9 +305,7 @@ def export_tensorrt(out: str | Path, *, onnx_dir: str | Path | None = None,
         if out.resolve() == Path(onnx_dir).resolve():
             raise UserError("--out must differ from --onnx-dir (the ONNX directory is read, not modified)")
         source = read_manifest(onnx_dir)  # verifies the graphs before any work
-        d = dict(source.descriptor)
-        d["precisions"] = tuple(d.get("precisions", ("fp32",)))
-        descriptor = ModelDescriptor(**d)
+        descriptor = ModelDescriptor.from_dict(source.descriptor)
     profile = parse_profile(profile_text, default_profile(descriptor))
     env = current_environment()
     with staging_dir(out, overwrite) as staging:

@@ -35,6 +35,11 @@ class ModelDescriptor:
     def tiles_exactly(self) -> bool:
         return self.backbone_halo is not None and not self.upsampler_global_pool
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelDescriptor":
+        """The inverse of ``to_dict`` (a manifest's ``model.descriptor``)."""
+        return cls(**{**d, "precisions": tuple(d.get("precisions", ("fp32",)))})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["precisions"] = list(self.precisions)

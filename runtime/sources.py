@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asisr
 from asisr.errors import UserError
-from asisr.export.manifest import read_manifest
+from asisr.export.manifest import STAGES, read_manifest
 from asisr.models.descriptor import ModelDescriptor
 from asisr.runtime.backends.onnxrt import OnnxrtRunner, SessionFromOnnx
 from asisr.runtime.backends.pyt import TorchRunner
@@ -46,11 +46,9 @@ def _torch_pipeline(model, device: str, threads: int | None) -> Pipeline:
 
 def _onnx_pipeline(directory: Path, threads: int | None, providers: list[str] | None) -> Pipeline:
     manifest = read_manifest(directory)
-    d = dict(manifest.descriptor)
-    d["precisions"] = tuple(d.get("precisions", ("fp32",)))
-    descriptor = ModelDescriptor(**d)
+    descriptor = ModelDescriptor.from_dict(manifest.descriptor)
     runners = [OnnxrtRunner(SessionFromOnnx(manifest.graph_path(stage), providers, threads),
-                            name=f"onnxruntime:{stage}") for stage in ("backbone", "upsampler")]
+                            name=f"onnxruntime:{stage}") for stage in STAGES]
     return Pipeline(*runners, descriptor, {"backend": "onnxruntime", "model": manifest.model,
                                            "directory": str(directory), "manifest": manifest.data})
 

@@ -28,6 +28,14 @@ class Span:
     keep_hi: int
 
 
+GLOBAL_CONTEXT_HALO = 32  # LR overlap for backbones without a finite receptive field
+
+
+def tile_halo(descriptor) -> int:
+    """LR overlap of backbone tiles: the receptive field, or a fixed overlap for global context."""
+    return GLOBAL_CONTEXT_HALO if descriptor.backbone_halo is None else int(descriptor.backbone_halo)
+
+
 def lr_spans(length: int, tile: int, halo: int) -> list[Span]:
     """Backbone tiles along one LR axis."""
     if length <= tile:

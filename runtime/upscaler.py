@@ -18,11 +18,19 @@ import numpy as np
 from asisr.errors import UserError
 from asisr.models.query import effective_scale
 from asisr.runtime.pipeline import Pipeline
-from asisr.runtime.tiling import TileGeometry, TilePlan, lr_spans, plan_tiles, query_spans, tile_costs
+from asisr.runtime.tiling import (
+    GLOBAL_CONTEXT_HALO,
+    TileGeometry,
+    TilePlan,
+    lr_spans,
+    plan_tiles,
+    query_spans,
+    tile_costs,
+    tile_halo,
+)
 from asisr.scale import Scale, check_scale_range, output_size
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes; keeps 1920x1080 -> 3840x2160 on ONNX Runtime under ~2 GB peak RSS
-GLOBAL_CONTEXT_HALO = 32  # LR overlap for backbones without a finite receptive field
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
@@ -77,20 +85,16 @@ class Upscaler:
         if self.tile is not None and self.lr_tile is not None:
             return TilePlan(self.tile, self.lr_tile, 0, None)
         d = self.descriptor
-        geometry = TileGeometry(lr_h, lr_w, out_h, out_w, d.feature_channels, self._halo(),
+        geometry = TileGeometry(lr_h, lr_w, out_h, out_w, d.feature_channels, tile_halo(self.descriptor),
                                 d.upsampler_lr_reach, d.upsampler_hr_reach)
         costs = tile_costs(d.feature_channels, str(self.pipeline.info.get("backend", "")),
                            (d.extra or {}).get("tile_bytes"))
         return plan_tiles(self.max_memory, geometry, costs, self.tile, self.lr_tile)
 
-    def _halo(self) -> int:
-        halo = self.descriptor.backbone_halo
-        return GLOBAL_CONTEXT_HALO if halo is None else halo
-
     def _fit_limits(self, plan: TilePlan, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> TilePlan:
         """Shrink tiles to the pipeline's shape limits (a TensorRT engine's optimization profile), if any."""
         limits = self.pipeline.info.get("tile_limits")  # asisr.export.profiles.TileLimits
-        return plan if limits is None else limits.fit(plan, lr_hw, out_hw, self.descriptor, self._halo())
+        return plan if limits is None else limits.fit(plan, lr_hw, out_hw, self.descriptor, tile_halo(self.descriptor))
 
     def __enter__(self) -> "Upscaler":
         self.pipeline.__enter__()
@@ -150,7 +154,7 @@ class Upscaler:
         if d.backbone_halo is None and (h > plan.lr_tile or w > plan.lr_tile):
             warnings.warn(f"{d.arch}: backbone has global context; tiles of {plan.lr_tile} LR px with "
                           f"{GLOBAL_CONTEXT_HALO} px overlap approximate the untiled result", stacklevel=3)
-        features = _FeatureBands(self.pipeline, lr, scale, plan.lr_tile, self._halo())
+        features = _FeatureBands(self.pipeline, lr, scale, plan.lr_tile, tile_halo(self.descriptor))
         if not self.stream_features:
             features.compute_all()
         out = np.empty((out_h, out_w, 3), dtype=np.float32)  # written in place, HWC: no transposed copy later

@@ -17,6 +17,7 @@ import numpy as np
 
 from asisr.errors import UserError
 from asisr.export.engine_cache import EngineKey, stale_reasons
+from asisr.export.manifest import STAGES
 from asisr.export.profiles import check_request
 from asisr.runtime.backends.base import Runner
 
@@ -148,9 +149,7 @@ def open_trt_pipeline(directory: Path, cache_root: Path, device: str = "cuda"):
 
     env = current_environment()
     manifest = read_manifest(directory)
-    d = dict(manifest.descriptor)
-    d["precisions"] = tuple(d.get("precisions", ("fp32",)))
-    descriptor = ModelDescriptor(**d)
+    descriptor = ModelDescriptor.from_dict(manifest.descriptor)
     engines, why = shipped_engines(directory, manifest, env)
     info = manifest.data.get("tensorrt") or {}
     if engines is not None:
@@ -163,7 +162,7 @@ def open_trt_pipeline(directory: Path, cache_root: Path, device: str = "cuda"):
         if info:
             warnings.warn(f"not using the TensorRT engines in {directory}: {why}", stacklevel=3)
         engines = cached_engines(directory, manifest, env, profile, cache_root)
-    runners = [TrtRunner(EngineFromPath(engines[stage]), stage, device=device) for stage in ("backbone", "upsampler")]
+    runners = [TrtRunner(EngineFromPath(engines[stage]), stage, device=device) for stage in STAGES]
     return Pipeline(*runners, descriptor, {
         "backend": "tensorrt", "model": manifest.model, "directory": str(directory), "manifest": manifest.data,
         "engines": {s: str(p) for s, p in engines.items()}, "profile": profile.spec(),
