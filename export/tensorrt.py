@@ -22,7 +22,7 @@ from asisr.errors import UserError
 from asisr.export.engine_cache import EngineCache, EngineKey, stale_reasons, write_engine
 from asisr.export.manifest import STAGES
 from asisr.export.profiles import Profile
-from asisr.export.publish import staging_dir
+from asisr.export.publish import check_destination, staging_dir
 
 INSTALL_HINT = "pip install 'asisr[tensorrt]' on a machine with an NVIDIA GPU"
 
@@ -298,8 +298,7 @@ def export_tensorrt(out: str | Path, *, onnx_dir: str | Path | None = None,
     out = Path(out)
     if (onnx_dir is None) == (export_graphs is None):
         raise UserError("give either a checkpoint or an exported ONNX directory (--onnx-dir), not both")
-    if out.exists() and not overwrite:
-        raise UserError(f"output exists: {out} (use --overwrite to replace it)")
+    check_destination(out, overwrite)  # before TensorRT is looked for or anything is exported
     source = None
     if onnx_dir is not None:
         if out.resolve() == Path(onnx_dir).resolve():

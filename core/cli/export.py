@@ -9,6 +9,7 @@ import typer
 
 from asisr.cli.common import make_app, run_app
 from asisr.errors import UserError
+from asisr.export.publish import check_destination
 
 HELP = (
     "Export a model's backbone and upsampler as two ONNX graphs with the scale as a runtime input.\n\n"
@@ -70,13 +71,10 @@ def export(
         _export_tensorrt(out, checkpoint, onnx_dir, opset, overwrite, profile, workspace, builder_level, timing_cache,
                          tf32)
         return
-    given = [n for n, v in (("--onnx-dir", onnx_dir), ("--profile", profile), ("--workspace", workspace),
-                            ("--builder-level", builder_level), ("--timing-cache", timing_cache),
-                            ("--tf32", tf32 or None)) if v is not None]
-    if given:
-        raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --format tensorrt")
-    if out.exists() and not overwrite:
-        raise UserError(f"output exists: {out} (use --overwrite to replace it)")
+    _reject_unused("--format tensorrt", {"--onnx-dir": onnx_dir, "--profile": profile, "--workspace": workspace,
+                                         "--builder-level": builder_level, "--timing-cache": timing_cache,
+                                         "--tf32": tf32 or None})
+    check_destination(out, overwrite)
     from asisr.export.onnx import export_onnx
     from asisr.models import load
     from asisr.runtime.sources import bundled_default
@@ -84,6 +82,13 @@ def export(
     model = load(checkpoint if checkpoint is not None else bundled_default())
     export_onnx(model, out, opset=opset, overwrite=overwrite)
     typer.echo(f"exported {model.name} to {out}")
+
+
+def _reject_unused(where: str, options: dict) -> None:
+    """One line naming the given options (value not None) that only ``where`` uses."""
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to {where}")
 
 
 def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwrite: bool, fp16: bool, int8: bool,
@@ -96,13 +101,10 @@ def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwri
 
     if fp16 and int8:
         raise UserError("--fp16 and --int8 exclude each other: choose one precision")
-    if out.exists() and not overwrite:
-        raise UserError(f"output exists: {out} (use --overwrite to replace it)")
+    check_destination(out, overwrite)
     ckpt = checkpoint if checkpoint is not None else bundled_default()
     if fp16:
-        given = [n for n, v in (("--calib", calib), ("--calib-cache", cache)) if v is not None]
-        if given:
-            raise UserError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to --int8")
+        _reject_unused("--int8", {"--calib": calib, "--calib-cache": cache})
         from asisr.export.fp16 import export_fp16
 
         export_fp16(ckpt, out, overwrite=overwrite, opset=opset)
