@@ -9,7 +9,7 @@ calls are timed. The last pass is scored (Y-PSNR) when the job has ground truth.
 Backends: ``torch-ref`` (torch on ``model.reference()``, the official computation),
 ``torch`` (the fast model), ``torch-cl`` (torch with a channels-last backbone; not run by
 default), ``onnxruntime`` (fp32 export), ``onnxruntime-int8`` (an int8 export given with
-``int8_dir``) and ``tensorrt`` (needs a runtime that offers it, TensorRT and a GPU). A backend that
+``int8_dir``) and ``tensorrt`` (needs TensorRT and a GPU). A backend that
 cannot run here gives a "skipped" row with the reason; one that fails gives a "failed" row.
 """
 
@@ -136,20 +136,12 @@ def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
     """An ``Upscaler`` for backend ``name``; raises ``BackendSkipped`` when it cannot run here."""
     from asisr.models import load
     from asisr.runtime import sources
-    from asisr.runtime.backends.pyt import TorchRunner
-    from asisr.runtime.pipeline import Pipeline
     from asisr.runtime.upscaler import Upscaler
 
-    if name in ("torch-ref", "torch-cl"):
-        model = load(source.checkpoint())
-        if name == "torch-ref":
-            pipeline = sources._torch_pipeline(model.reference(), "cpu", cfg.threads)
-        else:
-            backbone = TorchRunner(lambda: model.backbone, ["lr", "scale"], ["features"], name="torch-cl:backbone",
-                                   channels_last=True)
-            upsampler = TorchRunner(lambda: model.upsampler, ["features", "scale", "rows", "cols"], ["rgb"],
-                                    name="torch-cl:upsampler")
-            pipeline = Pipeline(backbone, upsampler, model.descriptor, {"backend": "torch", "model": model.name})
+    if name == "torch-ref":
+        pipeline = sources._torch_pipeline(load(source.checkpoint()).reference(), "cpu", cfg.threads)
+    elif name == "torch-cl":
+        pipeline = sources._torch_pipeline(load(source.checkpoint()), "cpu", cfg.threads, channels_last=True)
     elif name == "torch":
         pipeline = sources.open_pipeline(source.checkpoint(), "torch", cfg.threads)
     elif name == "onnxruntime":
@@ -159,12 +151,8 @@ def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
             raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
         pipeline = sources.open_pipeline(Path(cfg.int8_dir), "onnxruntime", cfg.threads)
     elif name == "tensorrt":
-        if "tensorrt" not in sources.BACKENDS:
-            raise BackendSkipped("this asisr runtime offers no tensorrt backend")
-        try:
-            from asisr.export.tensorrt import current_environment
-        except ImportError as e:
-            raise BackendSkipped(f"TensorRT support is not importable here ({e})") from None
+        from asisr.export.tensorrt import current_environment
+
         try:
             current_environment()  # TensorRT installed and a CUDA GPU present, or one message saying what is not
         except UserError as e:

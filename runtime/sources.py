@@ -33,12 +33,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ASISR_CACHE", Path.home() / ".cache" / "asisr"))
 
 
-def _torch_pipeline(model, device: str, threads: int | None) -> Pipeline:
+def _torch_pipeline(model, device: str, threads: int | None, channels_last: bool = False) -> Pipeline:
+    """``channels_last``: the backbone runs in NHWC memory format (see ``TorchRunner``)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    backbone = TorchRunner(lambda: model.backbone, ["lr", "scale"], ["features"], device, name="torch:backbone")
+    backbone = TorchRunner(lambda: model.backbone, ["lr", "scale"], ["features"], device, name="torch:backbone",
+                           channels_last=channels_last)
     upsampler = TorchRunner(lambda: model.upsampler, ["features", "scale", "rows", "cols"], ["rgb"], device,
                             name="torch:upsampler")
     return Pipeline(backbone, upsampler, model.descriptor, {"backend": "torch", "model": model.name})

@@ -17,7 +17,7 @@ Jobs: set5_x4 (the 5 Set5 images at x4 through the evaluation protocol, with Y-P
 frame_x4 (480x270 -> 1920x1080), frame_x2 (1920x1080 -> 3840x2160), x3.3 (640x360 at x3.3),
 or WIDTHxHEIGHT@SCALE for a synthetic frame. Backends: torch-ref (reference computation),
 torch, torch-cl (channels-last backbone; not in the default list), onnxruntime,
-onnxruntime-int8 (needs --int8-dir), tensorrt (needs a runtime with it and a GPU); one that
+onnxruntime-int8 (needs --int8-dir), tensorrt (needs TensorRT and a GPU); one that
 cannot run here gets a 'skipped' row with the reason.
 
 Per job and backend: latency (median and min-max of --repeats passes, after a warm-up on a
