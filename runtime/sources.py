@@ -123,9 +123,12 @@ def open_pipeline(model: str | Path | None = None, backend: str = "torch", threa
 
 def open_upscaler(model: str | Path | None = None, backend: str = "torch", threads: int | None = None,
                   tile: int | None = None, lr_tile: int | None = None, max_scale: float | None = None,
-                  providers: list[str] | None = None):
-    """The one-call way in: ``with open_upscaler(ckpt, "onnxruntime") as up: up.upscale(img, 3)``."""
+                  providers: list[str] | None = None, max_memory: int | None = None):
+    """The one-call way in: ``with open_upscaler(ckpt, "onnxruntime") as up: up.upscale(img, 3)``.
+
+    ``max_memory`` (bytes) bounds the tiles not fixed by ``tile`` / ``lr_tile`` (see ``Upscaler``).
+    """
     from asisr.runtime.upscaler import Upscaler
 
     return Upscaler(open_pipeline(model, backend, threads, providers), tile=tile, lr_tile=lr_tile,
-                    max_scale=max_scale)
+                    max_scale=max_scale, max_memory=max_memory)

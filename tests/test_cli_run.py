@@ -225,3 +225,13 @@ def test_upstream_eqsr_checkpoint_runs_on_both_backends(backend, rgb_png, tmp_pa
     code, _, err = run([rgb_png, "--scale", "2x3.5", "--out", out, "--model", ckpt, "--backend", backend], capsys)
     assert code == 0, err
     assert read_image(out).shape == (40, 84, 3)
+
+
+def test_max_memory_reaches_the_tile_planner(rgb_png, tiny_liif_ckpt, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    code, _, err = run([rgb_png, "-s", "2", "-o", out, "-m", tiny_liif_ckpt, "--max-memory", "1K"], capsys)
+    assert_user_error(code, err, "memory budget 1 KiB is too small")
+    assert not out.exists()
+    code, _, err = run([rgb_png, "-s", "2", "-o", out, "-m", tiny_liif_ckpt, "--max-memory", "256M"], capsys)
+    assert code == 0, err
+    assert read_image(out).shape == (40, 48, 3)

@@ -48,12 +48,9 @@ def run(
         raise UserError("give exactly one of --scale or --size")
     factor = parse_scale(scale) if scale is not None else None
     target = parse_size(size) if size is not None else None
-    if max_memory is not None:
-        from asisr.runtime.tiling import parse_memory
+    from asisr.runtime.tiling import parse_memory
 
-        budget = parse_memory(max_memory)
-    else:
-        budget = None
+    budget = parse_memory(max_memory) if max_memory is not None else None
     if tile is not None and tile < 1:
         raise UserError("--tile must be a positive number of pixels")
     if threads is not None and threads < 1:
@@ -70,9 +67,7 @@ def run(
     from asisr.runtime import open_upscaler
 
     upscaler = open_upscaler(model, backend=backend, threads=threads, tile=tile, max_scale=max_scale,
-                             providers=provider)
-    if budget is not None:
-        upscaler.max_memory = budget  # tiles not fixed by --tile are planned per image from it
+                             providers=provider, max_memory=budget)
     if factor is not None:
         check_scale_range(factor, upscaler.max_scale)
     with upscaler:
