@@ -7,7 +7,6 @@ asked to run on ONNX Runtime is exported once into a cache keyed by its sha256.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -78,26 +77,26 @@ def _graph_code_digest() -> str:
 
 
 def export_cached(checkpoint: Path):
-    """Export a checkpoint to ONNX once; later calls reuse the cached directory."""
+    """Export a checkpoint to ONNX once; later calls reuse the cached directory.
+
+    The key is the checkpoint's sha256 and the model code's (``_graph_code_digest``): the
+    graph, the descriptor (halos, tile costs) and the configuration are all functions of the
+    two, so an upgrade or a local edit of a model never reuses a stale export, and a hit
+    needs no model load.
+    """
     from asisr.export.onnx import DEFAULT_OPSET, export_onnx
     from asisr.models import load, sha256_file
 
-    model = load(checkpoint)
-    # The descriptor (halos, tile costs) and the graph's layout come from code, not from the
-    # file: key on both, so a cached export never carries a stale descriptor or graph into the
-    # runtime after an upgrade or a local edit of a model.
-    described = json.dumps({"descriptor": model.descriptor.to_dict(), "config": model.config,
-                            "code": _graph_code_digest()}, sort_keys=True)
-    tag = hashlib.sha256(described.encode()).hexdigest()[:8]
     digest = sha256_file(checkpoint)
-    target = cache_dir() / "onnx" / f"{digest[:20]}-{tag}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"
+    code = _graph_code_digest()[:8]
+    target = cache_dir() / "onnx" / f"{digest[:20]}-{code}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"
     if (target / "manifest.json").is_file():
         try:
             read_manifest(target)
             return target
         except UserError:
             pass  # a damaged cache entry is rebuilt
-    export_onnx(model, target, overwrite=True)
+    export_onnx(load(checkpoint), target, overwrite=True)
     return target
 
 
