@@ -73,7 +73,7 @@ def parse_backends(text: str) -> list[str]:
 
 def _export_in_subprocess(checkpoint: Path) -> Path:
     """ONNX export (cached by checksum) in a child process, so its memory is not billed to any row."""
-    code = "import sys; from asisr.runtime.sources import export_cached; print(export_cached(sys.argv[1]))"
+    code = "import sys; from asisr.sources import export_cached; print(export_cached(sys.argv[1]))"
     proc = subprocess.run([sys.executable, "-c", code, str(checkpoint)], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -85,10 +85,10 @@ class ModelSource:
     """The model under test in the forms the backends need: checkpoint, torch model, ONNX dir."""
 
     def __init__(self, cfg: BenchConfig):
-        from asisr.runtime.sources import bundled_default
+        from asisr.sources import bundled_default
 
         self.cfg = cfg
-        self.path = Path(cfg.model) if cfg.model is not None else bundled_default()
+        self.path = Path(cfg.model) if cfg.model is not None else bundled_default("torch")
         if not self.path.exists():
             raise UserError(f"model not found: {self.path}")
         self.is_export = self.path.is_dir()
@@ -101,7 +101,7 @@ class ModelSource:
 
         if not self.is_export:
             return load(self.path).eval()
-        from asisr.export.manifest import read_manifest
+        from asisr.runtime.manifest import read_manifest
 
         manifest = read_manifest(self.path)  # weights are not needed for counting FLOPs, only shapes
         return create(manifest.model, **manifest.data["model"].get("config", {})).eval()
@@ -117,8 +117,8 @@ class ModelSource:
         return self._onnx
 
     def _checked_export(self, directory: Path) -> Path:
-        from asisr.export.manifest import read_manifest
-        from asisr.models import sha256_file
+        from asisr.runtime.manifest import read_manifest
+        from asisr.digest import sha256_file
 
         manifest = read_manifest(directory)
         recorded = manifest.data["model"].get("checkpoint_sha256")
@@ -134,14 +134,15 @@ class ModelSource:
 
 def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
     """An ``Upscaler`` for backend ``name``; raises ``BackendSkipped`` when it cannot run here."""
+    from asisr import sources
     from asisr.models import load
-    from asisr.runtime import sources
+    from asisr.runtime.backends.pyt import torch_pipeline
     from asisr.runtime.upscaler import Upscaler
 
     if name == "torch-ref":
-        pipeline = sources._torch_pipeline(load(source.checkpoint()).reference(), "cpu", cfg.threads)
+        pipeline = torch_pipeline(load(source.checkpoint()).reference(), "cpu", cfg.threads)
     elif name == "torch-cl":
-        pipeline = sources._torch_pipeline(load(source.checkpoint()), "cpu", cfg.threads, channels_last=True)
+        pipeline = torch_pipeline(load(source.checkpoint()), "cpu", cfg.threads, channels_last=True)
     elif name == "torch":
         pipeline = sources.open_pipeline(source.checkpoint(), "torch", cfg.threads)
     elif name == "onnxruntime":
@@ -151,7 +152,7 @@ def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
             raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
         pipeline = sources.open_pipeline(Path(cfg.int8_dir), "onnxruntime", cfg.threads)
     elif name == "tensorrt":
-        from asisr.export.tensorrt import current_environment
+        from asisr.runtime.backends.trt.environment import current_environment
 
         try:
             current_environment()  # TensorRT installed and a CUDA GPU present, or one message saying what is not

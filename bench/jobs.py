@@ -90,7 +90,7 @@ def _frame(width: int, height: int, photo: Path | None) -> np.ndarray:
     from asisr.evaluation import load_image
 
     im = Image.fromarray(load_image(photo))
-    return np.asarray(im.resize((width, height), Image.BICUBIC, reducing_gap=3.0))
+    return np.asarray(im.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0))
 
 
 def frame_job(name: str, lr_w: int, lr_h: int, scale: float, photo: Path | None = None) -> Job:

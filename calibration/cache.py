@@ -17,6 +17,7 @@ from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, TensorsD
 
 from asisr.atomic import atomic_path
 from asisr.errors import UserError
+from asisr.runtime.contract import STAGE_NAMES
 
 KIND = "asisr-calibration-cache"
 VERSION = 1
@@ -25,7 +26,8 @@ VERSION = 1
 def cache_key(graph_sha256: dict[str, str], method: str, target: str, settings: dict) -> str:
     """``<backbone sha>+<upsampler sha>:<method>:<target>:<settings hash>``."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{graph_sha256['backbone']}+{graph_sha256['upsampler']}:{method}:{target}:{digest}"
+    graphs = "+".join(graph_sha256[stage] for stage in STAGE_NAMES)
+    return f"{graphs}:{method}:{target}:{digest}"
 
 
 class RangeCache:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import onnx
 
-DATA_INPUTS = {"backbone": "lr", "upsampler": "features"}
+from asisr.runtime import contract
+
+DATA_INPUTS = {contract.BACKBONE.name: contract.LR, contract.UPSAMPLER.name: contract.FEATURES}
 # Outputs of these ops describe a tensor's shape, not its values.
 SHAPE_OPS = {"Shape", "Size"}
 

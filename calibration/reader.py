@@ -14,6 +14,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from asisr.calibration.samples import CalibSample
+from asisr.runtime import contract
 
 
 class _ListReader(CalibrationDataReader):
@@ -43,7 +44,7 @@ class _ListReader(CalibrationDataReader):
 
 
 class BackboneReader(_ListReader):
-    """Feeds ``{"lr", "scale"}``."""
+    """Backbone feeds of the calibration samples."""
 
     def __init__(self, samples: list[CalibSample]):
         super().__init__([s.backbone_feed() for s in samples])
@@ -63,15 +64,14 @@ def session(path: str | Path, threads: int = 1):
 def backbone_features(backbone: str | Path, samples: list[CalibSample], threads: int = 1) -> list[np.ndarray]:
     """The fp32 backbone's features for every sample."""
     sess = session(backbone, threads)
-    return [sess.run(["features"], s.backbone_feed())[0] for s in samples]
+    return [sess.run([contract.FEATURES], s.backbone_feed())[0] for s in samples]
 
 
 class UpsamplerReader(_ListReader):
-    """Feeds ``{"features", "scale", "rows", "cols"}``, features from the fp32 backbone graph."""
+    """Upsampler feeds of the calibration samples, features from the fp32 backbone graph."""
 
     def __init__(self, samples: list[CalibSample], features: list[np.ndarray]):
-        super().__init__([{"features": f, "scale": s.scale, "rows": s.rows, "cols": s.cols}
-                          for s, f in zip(samples, features)])
+        super().__init__([s.upsampler_feed(f) for s, f in zip(samples, features)])
 
     @classmethod
     def from_backbone(cls, backbone: str | Path, samples: list[CalibSample], threads: int = 1) -> "UpsamplerReader":

@@ -22,9 +22,10 @@ import numpy as np
 from PIL import Image
 
 from asisr.errors import UserError
+from asisr.runtime import contract
 from asisr.evaluation.protocol import list_images, load_image, make_pair
-from asisr.models.checkpoint import sha256_file
-from asisr.models.query import axis_coords
+from asisr.digest import sha256_file
+from asisr.runtime.query import axis_coords
 
 #: Scales spread over the range models are trained on, two beyond it and one asymmetric.
 DEFAULT_SCALES: tuple[tuple[float, float], ...] = (
@@ -66,7 +67,10 @@ class CalibSample:
     hr: np.ndarray  # (Hq, Wq, 3) uint8: the ground truth of that window
 
     def backbone_feed(self) -> dict[str, np.ndarray]:
-        return {"lr": self.lr, "scale": self.scale}
+        return contract.backbone_feeds(self.lr, self.scale)
+
+    def upsampler_feed(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        return contract.upsampler_feeds(features, self.scale, self.rows, self.cols)
 
 
 @dataclass

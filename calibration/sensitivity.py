@@ -32,7 +32,10 @@ from asisr.calibration.quantizer import Target, quantize_graph
 from asisr.calibration.reader import session
 from asisr.calibration.samples import CalibSample
 from asisr.evaluation.metrics import Y_WEIGHTS
-from asisr.export.manifest import STAGES
+from asisr.runtime import contract
+from asisr.runtime.contract import STAGE_NAMES
+
+BACKBONE, UPSAMPLER = contract.BACKBONE.name, contract.UPSAMPLER.name
 
 
 @dataclass(frozen=True)
@@ -60,26 +63,26 @@ class Scorer:
                  threads: int = 1):
         self.samples = samples
         self.threads = threads
-        self.fp32 = {stage: session(graphs[stage], threads) for stage in STAGES}
-        self.features = [self.fp32["backbone"].run(["features"], s.backbone_feed())[0] for s in samples]
-        self.reference = [self._upsample(self.fp32["upsampler"], f, s) for f, s in zip(self.features, samples)]
+        self.fp32 = {stage: session(graphs[stage], threads) for stage in STAGE_NAMES}
+        self.features = [self.fp32[BACKBONE].run([contract.FEATURES], s.backbone_feed())[0] for s in samples]
+        self.reference = [self._upsample(self.fp32[UPSAMPLER], f, s) for f, s in zip(self.features, samples)]
         self.base_sse = sum(_y_sse(r, s.hr) for r, s in zip(self.reference, samples))
         self.pixels = sum(s.hr.shape[0] * s.hr.shape[1] for s in samples)
         self.reference_psnr = reference_psnr_db
 
     @staticmethod
     def _upsample(sess, feat: np.ndarray, s: CalibSample) -> np.ndarray:
-        out = sess.run(["rgb"], {"features": feat, "scale": s.scale, "rows": s.rows, "cols": s.cols})[0]
+        out = sess.run([contract.RGB], s.upsampler_feed(feat))[0]
         return out[0].transpose(1, 2, 0)
 
     def outputs(self, backbone: Path | None = None, upsampler: Path | None = None) -> list[np.ndarray]:
         """Outputs with the given quantised graphs (None: the fp32 one)."""
         b = session(backbone, self.threads) if backbone else None
-        u = session(upsampler, self.threads) if upsampler else self.fp32["upsampler"]
+        u = session(upsampler, self.threads) if upsampler else self.fp32[UPSAMPLER]
         outs = []
         for feat, s in zip(self.features, self.samples):
             if b is not None:
-                feat = b.run(["features"], s.backbone_feed())[0]
+                feat = b.run([contract.FEATURES], s.backbone_feed())[0]
             outs.append(self._upsample(u, feat, s))
         return outs
 
@@ -146,8 +149,8 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
     say = progress or (lambda _msg: None)
     scorer = Scorer(graphs, samples[: policy.samples], policy.reference_psnr_db, threads)
     ex = Exclusions()
-    models = {stage: onnx.load(str(graphs[stage])) for stage in STAGES}
-    ops = {stage: {n.name: n.op_type for n in models[stage].graph.node} for stage in STAGES}
+    models = {stage: onnx.load(str(graphs[stage])) for stage in STAGE_NAMES}
+    ops = {stage: {n.name: n.op_type for n in models[stage].graph.node} for stage in STAGE_NAMES}
     with tempfile.TemporaryDirectory(prefix="asisr-sens-") as tmp:
         tmp = Path(tmp)
 
@@ -156,7 +159,7 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
             quantize_graph(graphs[stage], out, ranges[stage], target, **kw)
             return out
 
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             ex.coordinate[stage] = coordinate_nodes(models[stage], DATA_INPUTS[stage])
             candidates = quantization_candidates(models[stage], DATA_INPUTS[stage], quantizable_ops())
             say(f"{stage}: {len(candidates)} candidate nodes, {len(ex.coordinate[stage])} coordinate nodes kept float")
@@ -169,7 +172,7 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
                     row.update(noise_db=None, drop_db=0.0, expected_drop_db=0.0, quantized=False)
                 ex.report.append(row)
         ranked = sorted((r for r in ex.report if r["quantized"]), key=lambda r: -r["expected_drop_db"])
-        measured = {stage: [] for stage in STAGES}
+        measured = {stage: [] for stage in STAGE_NAMES}
         for r in ranked:
             if r["expected_drop_db"] > policy.threshold_db:
                 measured[r["graph"]].append(r["node"])
@@ -181,9 +184,9 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
             """Quantise all but the first ``k`` of ``rest`` (and the excluded): within budget?"""
             if k not in tried:
                 excl = {stage: measured[stage] + [r["node"] for r in rest[:k] if r["graph"] == stage]
-                        for stage in STAGES}
+                        for stage in STAGE_NAMES}
                 paths = {stage: variant(stage, f"joint{k}", nodes_to_exclude=ex.coordinate[stage] + excl[stage])
-                         for stage in STAGES}
+                         for stage in STAGE_NAMES}
                 tried[k] = {"excluded": sum(map(len, excl.values())), **_rounded(scorer.score(**paths))}
                 ex.rounds.append(tried[k])
                 say(f"joint: {tried[k]}")

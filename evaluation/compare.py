@@ -1,8 +1,14 @@
-"""Comparator: error statistics between two arrays; knows nothing about backends."""
+"""The comparator: error statistics between two arrays and pluggable checks; knows nothing about backends.
+
+Parity (``asisr-parity``, end to end or stage by stage) and the Polygraphy flow both reduce to
+"these outputs against those": ``compare`` gives the statistics of each tensor and the verdict
+of every check on them.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,3 +43,53 @@ def error_stats(actual: np.ndarray, expected: np.ndarray) -> ErrorStats:
         p99_abs=float(np.quantile(diff, 0.99)),
         psnr=math.inf if mse == 0 else -10.0 * math.log10(mse),
     )
+
+
+@dataclass(frozen=True)
+class MaxAbs:
+    """Every element within ``tolerance`` of the reference."""
+
+    tolerance: float
+
+    def __call__(self, stats: ErrorStats) -> str | None:
+        if stats.max_abs <= self.tolerance:
+            return None
+        return f"max abs error {stats.max_abs:.3g} > {self.tolerance:g}"
+
+
+@dataclass(frozen=True)
+class MinPsnr:
+    """The whole tensor at least ``db`` from the reference (a check on the average, not the worst element)."""
+
+    db: float
+
+    def __call__(self, stats: ErrorStats) -> str | None:
+        return None if stats.psnr >= self.db else f"PSNR {stats.psnr:.1f} dB < {self.db:g} dB"
+
+
+@dataclass(frozen=True)
+class TensorComparison:
+    name: str
+    stats: ErrorStats | None
+    failures: tuple[str, ...]  # why checks failed (empty: passed)
+
+    @property
+    def passed(self) -> bool:
+        return self.stats is not None and not self.failures
+
+
+def compare(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+            checks: Sequence) -> list[TensorComparison]:
+    """Each tensor of ``expected`` against the same-named one of ``actual``, under every check."""
+    out = []
+    for name, want in expected.items():
+        if name not in actual:
+            out.append(TensorComparison(name, None, (f"output {name!r} is missing",)))
+            continue
+        try:
+            stats = error_stats(np.asarray(actual[name]), np.asarray(want))
+        except ValueError as e:
+            out.append(TensorComparison(name, None, (str(e),)))
+            continue
+        out.append(TensorComparison(name, stats, tuple(f for f in (c(stats) for c in checks) if f)))
+    return out

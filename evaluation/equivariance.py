@@ -93,7 +93,7 @@ EQ_PROTOCOL = (
 def bicubic_downscale_float(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """PIL bicubic resize of a float RGB image ``(H, W, 3)`` in [0, 1] to ``size = (h, w)``.
 
-    Each channel is resized as a PIL ``"F"`` (float32) image with ``Image.BICUBIC``: the kernel and
+    Each channel is resized as a PIL ``"F"`` (float32) image with ``Image.Resampling.BICUBIC``: the kernel and
     antialiasing of the protocol's uint8 downscaling without its 8-bit rounding (PIL's uint8 path
     rounds after each of its two separable passes, so on uint8 input the two differ by less than
     one 8-bit step). The result is clamped to [0, 1] and returned as float64 ``(h, w, 3)``.
@@ -107,7 +107,7 @@ def bicubic_downscale_float(image: np.ndarray, size: tuple[int, int]) -> np.ndar
     chans = []
     for c in range(3):
         ch = Image.fromarray(np.ascontiguousarray(arr[:, :, c], dtype=np.float32))
-        chans.append(np.asarray(ch.resize((out_w, out_h), Image.BICUBIC), dtype=np.float64))
+        chans.append(np.asarray(ch.resize((out_w, out_h), Image.Resampling.BICUBIC), dtype=np.float64))
     return np.clip(np.stack(chans, axis=2), 0.0, 1.0)
 
 

@@ -2,7 +2,7 @@
 
 The model is anything with the signature of :data:`UpscaleFn`:
 ``upscale_fn(lr_uint8_rgb (h, w, 3), (out_h, out_w)) -> float array (out_h, out_w, 3) in [0, 1]``
-(e.g. ``asisr.runtime.open_upscaler(...).upscale_to``); :func:`bicubic_upscale` is the baseline.
+(e.g. ``asisr.sources.open_upscaler(...).upscale_to``); :func:`bicubic_upscale` is the baseline.
 
 Example::
 
@@ -52,7 +52,7 @@ def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     out_h, out_w = (int(v) for v in size)
     img = Image.fromarray(np.ascontiguousarray(lr, dtype=np.uint8), "RGB")
-    return np.asarray(img.resize((out_w, out_h), Image.BICUBIC), dtype=np.float32) / np.float32(255.0)
+    return np.asarray(img.resize((out_w, out_h), Image.Resampling.BICUBIC), dtype=np.float32) / np.float32(255.0)
 
 
 def scale_key(scale_h: float, scale_w: float) -> str:

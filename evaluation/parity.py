@@ -1,8 +1,12 @@
 """Parity: does a backend compute what the PyTorch model computes?
 
-Runs a ``Pipeline`` and the PyTorch reference on the same inputs over several LR shapes
-and scales that differ from the export shape (graphs that baked a shape fail here),
-asymmetric scales, a batch mixing scales, and random as well as real images.
+Runs a candidate ``Pipeline`` and the PyTorch reference pipeline (the same runner stack,
+``asisr.runtime.backends.pyt``) on the same inputs over several LR shapes and scales that
+differ from the export shape (graphs that baked a shape fail here), asymmetric scales, a
+batch mixing scales, and random as well as real images, and hands the outputs to the one
+comparator (``evaluation.compare``). End to end, the composed pipeline is checked;
+``per_stage`` checks each graph alone: the candidate's upsampler gets the reference
+backbone's features, so an error is attributed to the graph that makes it.
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from asisr.evaluation.compare import ErrorStats, error_stats
-from asisr.models.query import axis_coords, make_query
+from asisr.evaluation.compare import ErrorStats, MaxAbs, compare
+from asisr.runtime import contract
 from asisr.runtime.pipeline import Pipeline
+from asisr.runtime.query import axis_coords, make_query
 
 DEFAULT_SHAPES = ((17, 23), (32, 24), (45, 38))  # the export example is 19 x 23
 DEFAULT_SCALES = ("2", "3.7", "1.6", "2x3.5")
@@ -50,10 +54,12 @@ class CaseResult:
     stats: ErrorStats | None
     passed: bool
     error: str | None = None
+    stage: str = "model"  # "model" end to end, else the stage whose output this is
 
     def to_dict(self) -> dict:
-        return {"case": self.name, "lr_shape": list(self.lr_shape), "out_shape": list(self.out_shape),
-                "stats": self.stats.to_dict() if self.stats else None, "passed": self.passed, "error": self.error}
+        return {"case": self.name, "stage": self.stage, "lr_shape": list(self.lr_shape),
+                "out_shape": list(self.out_shape), "stats": self.stats.to_dict() if self.stats else None,
+                "passed": self.passed, "error": self.error}
 
 
 @dataclass
@@ -73,17 +79,17 @@ class ParityReport:
         return bool(self.results) and all(r.passed for r in self.results)
 
     def table(self) -> str:
-        lines = [f"{'case':<34} {'lr':>9} {'out':>9} {'max':>9} {'mean':>9} {'p99':>9} {'psnr dB':>8}  ok",
-                 "-" * 98]
+        lines = [f"{'case':<34} {'stage':<9} {'lr':>9} {'out':>9} {'max':>9} {'mean':>9} {'p99':>9} "
+                 f"{'psnr dB':>8}  ok", "-" * 108]
         for r in self.results:
             lr = "x".join(map(str, r.lr_shape[-2:]))
             out = "x".join(map(str, r.out_shape[-2:]))
             if r.stats is None:
-                lines.append(f"{r.name:<34} {lr:>9} {out:>9} FAILED: {r.error}")
+                lines.append(f"{r.name:<34} {r.stage:<9} {lr:>9} {out:>9} FAILED: {r.error}")
                 continue
             s = r.stats
-            lines.append(f"{r.name:<34} {lr:>9} {out:>9} {s.max_abs:9.2e} {s.mean_abs:9.2e} {s.p99_abs:9.2e} "
-                         f"{s.psnr:8.1f}  {'yes' if r.passed else 'NO'}")
+            lines.append(f"{r.name:<34} {r.stage:<9} {lr:>9} {out:>9} {s.max_abs:9.2e} {s.mean_abs:9.2e} "
+                         f"{s.p99_abs:9.2e} {s.psnr:8.1f}  {'yes' if r.passed else 'NO'}")
         lines.append(f"precision {self.precision}: tolerance max abs error <= {self.tolerance:g}; "
                      f"{sum(r.passed for r in self.results)}/{len(self.results)} cases pass; "
                      f"worst PSNR vs fp32 PyTorch {self.min_psnr:.1f} dB")
@@ -155,32 +161,52 @@ def build_cases(shapes=DEFAULT_SHAPES, scales=DEFAULT_SCALES, images: Path | Non
     return cases
 
 
-def reference_outputs(model: torch.nn.Module, case: Case) -> np.ndarray:
-    with torch.no_grad():
-        args = [torch.from_numpy(a) for a in (case.lr, case.scale, case.rows, case.cols)]
-        return model(*args).numpy()
+def reference_pipeline(reference) -> Pipeline:
+    """The reference as a pipeline: a ``Pipeline`` as it is, an ``SRModel`` on the torch backend."""
+    if isinstance(reference, Pipeline):
+        return reference
+    from asisr.runtime.backends.pyt import torch_pipeline
+
+    return torch_pipeline(reference.eval())
 
 
-def check_parity(pipeline: Pipeline, reference: torch.nn.Module, cases: list[Case],
-                 tolerance: float | None = None, precision: str = "fp32") -> ParityReport:
-    """Compare the pipeline's raw (unclamped) output with the reference model on every case.
+def _outputs(pipeline: Pipeline, case: Case, features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The pipeline's stage outputs on ``case``; ``features`` replaces its own backbone's as upsampler input."""
+    own = pipeline.features(case.lr, case.scale)
+    rgb = pipeline.upsample(own if features is None else features, case.scale, case.rows, case.cols)
+    return {contract.FEATURES: own, contract.RGB: rgb}
 
-    ``tolerance`` defaults to the one for ``precision`` (:data:`TOLERANCES`).
+
+_STAGE_OF = {t.name: s.name for s in contract.STAGES for t in s.outputs}
+
+
+def check_parity(candidate: Pipeline, reference, cases: list[Case], tolerance: float | None = None,
+                 precision: str | None = None, per_stage: bool = False, checks=None) -> ParityReport:
+    """Compare the candidate's raw (unclamped) outputs with the reference on every case.
+
+    ``reference`` is a ``Pipeline`` or an ``SRModel`` (run on torch). ``tolerance`` defaults
+    to the one for ``precision`` (:data:`TOLERANCES`; default: the candidate's precision);
+    ``checks`` (comparator checks) replace the max-abs tolerance check.
     """
+    precision = precision or candidate.precision
     tolerance = default_tolerance(precision) if tolerance is None else tolerance
+    checks = [MaxAbs(tolerance)] if checks is None else list(checks)
     report = ParityReport(tolerance=tolerance, precision=precision)
-    reference = reference.eval()
-    with pipeline:
+    ref = reference_pipeline(reference)
+    with ref, candidate:
         for case in cases:
-            expected = reference_outputs(reference, case)
+            expected = _outputs(ref, case)
+            compared = expected if per_stage else {contract.RGB: expected[contract.RGB]}
             try:
-                feats = pipeline.features(case.lr, case.scale)
-                actual = pipeline.upsample(feats, case.scale, case.rows, case.cols)
-                stats = error_stats(actual, expected)
+                actual = _outputs(candidate, case, expected[contract.FEATURES] if per_stage else None)
             except Exception as e:  # a backend that cannot run a shape fails that case
-                report.results.append(CaseResult(case.name, case.lr.shape, expected.shape, None, False,
-                                                 str(e).strip().splitlines()[0][:200]))
+                for name, want in compared.items():
+                    report.results.append(CaseResult(case.name, case.lr.shape, want.shape, None, False,
+                                                     str(e).strip().splitlines()[0][:200],
+                                                     _STAGE_OF[name] if per_stage else "model"))
                 continue
-            report.results.append(CaseResult(case.name, case.lr.shape, expected.shape, stats,
-                                              stats.max_abs <= tolerance))
+            for c in compare(actual, compared, checks):
+                report.results.append(CaseResult(case.name, case.lr.shape, compared[c.name].shape, c.stats, c.passed,
+                                                 "; ".join(c.failures) or None,
+                                                 _STAGE_OF[c.name] if per_stage else "model"))
     return report

@@ -6,7 +6,7 @@ number of the project was computed with. For an HR image of ``H x W`` and a scal
 1. ``h = floor(H / sh + 1e-9)``, ``w = floor(W / sw + 1e-9)``; the HR image is cropped to its
    top-left ``round(h * sh) x round(w * sw)`` pixels (the ``1e-9`` keeps e.g. ``H / 1.6`` from
    landing just below an integer because of floating point);
-2. the LR image is PIL's ``Image.resize((w, h), Image.BICUBIC)`` of the cropped HR, uint8 RGB in
+2. the LR image is PIL's ``Image.resize((w, h), Image.Resampling.BICUBIC)`` of the cropped HR, uint8 RGB in
    and uint8 out;
 3. the model upscales the LR image to the cropped HR size; its float output in [0, 1] is scored
    against the cropped HR without rounding to uint8 (see :mod:`asisr.evaluation.metrics`).
@@ -70,7 +70,7 @@ def make_pair(hr: np.ndarray, scale_h: float, scale_w: float | None = None) -> t
         raise UserError(f"a {W}x{H} image is too small for scale {_fmt_scale(scale_h, scale_w)}")
     ch, cw = round(h * scale_h), round(w * scale_w)
     hr_c = hr[:ch, :cw]
-    lr = np.asarray(Image.fromarray(np.ascontiguousarray(hr_c), "RGB").resize((w, h), Image.BICUBIC))
+    lr = np.asarray(Image.fromarray(np.ascontiguousarray(hr_c), "RGB").resize((w, h), Image.Resampling.BICUBIC))
     return hr_c, lr
 
 

@@ -20,7 +20,8 @@ import onnx
 
 from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes
 from asisr.calibration.quantizer import prepare_graph
-from asisr.export.manifest import STAGES, read_manifest, write_manifest
+from asisr.runtime.contract import STAGE_NAMES
+from asisr.runtime.manifest import read_manifest, write_manifest
 from asisr.export.onnx import DEFAULT_OPSET, export_onnx
 from asisr.export.publish import check_destination, staging_dir
 
@@ -122,15 +123,15 @@ def convert_onnx(fp32_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
     with staging_dir(out_dir, overwrite) as work:
         out = work / "out"
         kept = {}
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             pre = prepare_graph(fp32.graph_path(stage), work / f"{stage}.pre.onnx", DATA_INPUTS[stage])
-            kept[stage] = convert_graph(pre, out / f"{stage}.onnx", stage)
+            kept[stage] = convert_graph(pre, out / fp32.graph_path(stage).name, stage)
         data = fp32.derived(out, "fp16")
         data["fp16"] = {
             "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
             "io": "float32 (keep_io_types)",
             "float32_nodes": kept,
-            "fp32_sha256": {stage: fp32.data["graphs"][stage]["sha256"] for stage in STAGES},
+            "fp32_sha256": {stage: fp32.data["graphs"][stage]["sha256"] for stage in STAGE_NAMES},
         }
         write_manifest(out, data)
     return out_dir

@@ -22,57 +22,45 @@ import torch
 
 import asisr
 from asisr.errors import UserError
-from asisr.export.manifest import FORMAT_VERSION, write_manifest
+from asisr.runtime.manifest import FORMAT_VERSION, write_manifest
 from asisr.export.publish import staging_dir
 from asisr.models.base import SRModel
-from asisr.models.checkpoint import sha256_file
-from asisr.models.query import make_query
+from asisr.digest import sha256_file
+from asisr.runtime import contract
+from asisr.runtime.contract import BACKBONE, STAGES, UPSAMPLER, StageSpec, TensorSpec
+from asisr.runtime.query import make_query
 
 DEFAULT_OPSET = 18
 # Opset 20 changed GridSample's 'linear' mode, which TensorRT maps wrongly.
 SUPPORTED_OPSETS = (17, 18, 19)
 
-# Named for readability in the manifest, but fixed by the model's width.
-STATIC_AXES = {"channels"}
-BACKBONE_INPUTS = {"lr": ("batch", 3, "lr_height", "lr_width"), "scale": ("batch", 2)}
-BACKBONE_OUTPUTS = {"features": ("batch", "channels", "lr_height", "lr_width")}
-UPSAMPLER_INPUTS = {
-    "features": ("batch", "channels", "lr_height", "lr_width"),
-    "scale": ("batch", 2),
-    "rows": ("batch", "out_height"),
-    "cols": ("batch", "out_width"),
-}
-UPSAMPLER_OUTPUTS = {"rgb": ("batch", 3, "out_height", "out_width")}
-
-
-def _dims(spec: dict) -> tuple:
+def _dims(stage: StageSpec) -> tuple:
     """Dynamic-shape spec in argument order (argument names may differ from graph input names)."""
     dims: dict[str, torch.export.Dim] = {}
     out = []
-    for name, shape in spec.items():
+    for tensor in stage.inputs:
         axes = {}
-        for i, d in enumerate(shape):
-            if isinstance(d, str) and d not in STATIC_AXES:
-                if d not in dims:
-                    dims[d] = torch.export.Dim(d, min=1 if d == "batch" else 2, max=1 << 16)
-                axes[i] = dims[d]
+        for i, d in tensor.dynamic_axes().items():
+            if d not in dims:
+                dims[d] = torch.export.Dim(d, min=1 if d == contract.BATCH else 2, max=1 << 16)
+            axes[i] = dims[d]
         out.append(axes)
     return tuple(out)
 
 
-def _export_graph(module: torch.nn.Module, args: tuple, path: Path, inputs: dict, outputs: dict, opset: int) -> None:
+def _export_graph(module: torch.nn.Module, args: tuple, path: Path, stage: StageSpec, opset: int) -> None:
     quiet = io.StringIO()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=opset, input_names=list(inputs),
-            output_names=list(outputs), dynamic_shapes=_dims(inputs), verbose=False,
+            module, args, dynamo=True, opset_version=opset, input_names=list(stage.input_names),
+            output_names=list(stage.output_names), dynamic_shapes=_dims(stage), verbose=False,
             optimize=False,  # see the module docstring
         )
     program.save(str(path))
     model = onnx.load(str(path))
-    _rename_dims(model, {**inputs, **outputs})
+    _rename_dims(model, stage.axes())
     _strip_trace_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -94,13 +82,13 @@ def _rename_dims(model: onnx.ModelProto, spec: dict) -> None:
         if value.name not in spec:
             continue
         for dim, want in zip(value.type.tensor_type.shape.dim, spec[value.name]):
-            if isinstance(want, str) and want not in STATIC_AXES:
+            if isinstance(want, str) and want not in contract.STATIC_AXES:
                 dim.ClearField("dim_value")
                 dim.dim_param = want
 
 
-def _io_spec(spec: dict) -> list[dict]:
-    return [{"name": n, "dtype": "float32", "shape": list(s)} for n, s in spec.items()]
+def _io_spec(tensors: tuple[TensorSpec, ...]) -> list[dict]:
+    return [{"name": t.name, "dtype": t.dtype, "shape": list(t.axes)} for t in tensors]
 
 
 def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET, overwrite: bool = False,
@@ -121,9 +109,8 @@ def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET,
         scale, rows, cols = (torch.from_numpy(a) for a in (scale_np, rows_np, cols_np))
         with torch.no_grad():
             feat = model.backbone(lr, scale)
-        _export_graph(model.backbone, (lr, scale), tmp / "backbone.onnx", BACKBONE_INPUTS, BACKBONE_OUTPUTS, opset)
-        _export_graph(model.upsampler, (feat, scale, rows, cols), tmp / "upsampler.onnx", UPSAMPLER_INPUTS,
-                      UPSAMPLER_OUTPUTS, opset)
+        _export_graph(model.backbone, (lr, scale), tmp / BACKBONE.filename, BACKBONE, opset)
+        _export_graph(model.upsampler, (feat, scale, rows, cols), tmp / UPSAMPLER.filename, UPSAMPLER, opset)
         descriptor = model.descriptor
         write_manifest(tmp, {
             "format_version": FORMAT_VERSION,
@@ -141,14 +128,13 @@ def export_onnx(model: SRModel, out_dir: str | Path, opset: int = DEFAULT_OPSET,
             "normalization": descriptor.normalization,
             "query": "rows/cols: LR-pixel coordinates of output pixel centres, (i + 0.5) * lr_size / out_size",
             "graphs": {
-                stage: {
-                    "file": f"{stage}.onnx",
-                    "sha256": sha256_file(tmp / f"{stage}.onnx"),
-                    "inputs": _io_spec(ins),
-                    "outputs": _io_spec(outs),
+                stage.name: {
+                    "file": stage.filename,
+                    "sha256": sha256_file(tmp / stage.filename),
+                    "inputs": _io_spec(stage.inputs),
+                    "outputs": _io_spec(stage.outputs),
                 }
-                for stage, ins, outs in (("backbone", BACKBONE_INPUTS, BACKBONE_OUTPUTS),
-                                         ("upsampler", UPSAMPLER_INPUTS, UPSAMPLER_OUTPUTS))
+                for stage in STAGES
             },
         })
     return out_dir

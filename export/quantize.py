@@ -32,7 +32,9 @@ from asisr.calibration.reader import BackboneReader, UpsamplerReader
 from asisr.calibration.samples import CalibrationSettings, build_calibration_set
 from asisr.calibration.sensitivity import Exclusions, Policy, choose_exclusions, format_report
 from asisr.errors import UserError
-from asisr.export.manifest import STAGES, read_manifest, write_manifest
+from asisr.runtime import contract
+from asisr.runtime.contract import STAGE_NAMES
+from asisr.runtime.manifest import read_manifest, write_manifest
 from asisr.export.onnx import DEFAULT_OPSET, export_onnx
 from asisr.export.publish import check_destination, staging_dir
 
@@ -97,8 +99,8 @@ def quantize_onnx(fp32_dir: str | Path, out_dir: str | Path, calib: str | Path |
     settings = config.settings.for_scale_range(float(fp32.descriptor["scale_max"]))
     with staging_dir(out_dir, overwrite) as work:
         graphs = {stage: prepare_graph(fp32.graph_path(stage), work / f"{stage}.pre.onnx", DATA_INPUTS[stage])
-                  for stage in STAGES}
-        shas = {stage: fp32.data["graphs"][stage]["sha256"] for stage in STAGES}
+                  for stage in STAGE_NAMES}
+        shas = {stage: fp32.data["graphs"][stage]["sha256"] for stage in STAGE_NAMES}
         key = cache_key(shas, config.method, config.target,
                         {"settings": settings.to_dict(), "policy": config.policy.to_dict()})
         entry = range_cache.get(key) if range_cache is not None else None
@@ -116,8 +118,8 @@ def quantize_onnx(fp32_dir: str | Path, out_dir: str | Path, calib: str | Path |
             say(f"calibration: cache hit in {cache}")
         exclusions = Exclusions.from_dict(entry["exclusions"])
         out = work / "out"
-        for stage in STAGES:
-            quantize_graph(graphs[stage], out / f"{stage}.onnx", entry["ranges"][stage], target,
+        for stage in STAGE_NAMES:
+            quantize_graph(graphs[stage], out / fp32.graph_path(stage).name, entry["ranges"][stage], target,
                            nodes_to_exclude=exclusions.excluded(stage))
         (out / SENSITIVITY_FILE).write_text(json.dumps(exclusions.to_dict(), indent=1) + "\n")
         data = fp32.derived(out, "int8")
@@ -143,9 +145,10 @@ def _calibrate(graphs: dict[str, Path], calib: Path, config: Int8Config, setting
     cset = build_calibration_set(calib, settings)
     say(f"calibration: {len(cset.samples)} crops from {len(cset.files)} images in {calib} ({config.method})")
     method = method_of(config.method)
-    ranges = {"backbone": collect_ranges(graphs["backbone"], BackboneReader(cset.samples), method),
-              "upsampler": collect_ranges(graphs["upsampler"], UpsamplerReader.from_backbone(
-                  graphs["backbone"], cset.samples, config.threads), method)}
+    backbone, upsampler = contract.BACKBONE.name, contract.UPSAMPLER.name
+    ranges = {backbone: collect_ranges(graphs[backbone], BackboneReader(cset.samples), method),
+              upsampler: collect_ranges(graphs[upsampler], UpsamplerReader.from_backbone(
+                  graphs[backbone], cset.samples, config.threads), method)}
     exclusions = choose_exclusions(graphs, ranges, target, cset.samples, config.policy, config.threads, say)
     return {"ranges": ranges, "exclusions": exclusions.to_dict(),
             "calibration_set": {"sha256": cset.digest, "images": len(cset.files), "samples": len(cset.samples),

@@ -6,7 +6,7 @@ An ``SRModel`` is two plain ``nn.Module`` stages, exported and run separately:
   ``scale`` (B, 2) per-sample (s_h, s_w); features (B, C, h, w), same spatial size as ``lr``.
 * ``Upsampler.forward(features, scale, rows, cols) -> rgb``: ``rows`` (B, H_out) and
   ``cols`` (B, W_out) are LR-pixel coordinates of the output pixel centres (see
-  ``asisr.models.query``); rgb (B, 3, H_out, W_out), in [0, 1] up to clamping.
+  ``asisr.runtime.query``); rgb (B, 3, H_out, W_out), in [0, 1] up to clamping.
 
 Per-sample scales let one batch mix scales (training) and asymmetric scales are native.
 """
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from asisr.errors import UserError
-from asisr.models.descriptor import ModelDescriptor
-from asisr.models.query import make_query
+from asisr.runtime.descriptor import ModelDescriptor
+from asisr.runtime.query import make_query
 
 
 class SRModel(nn.Module):

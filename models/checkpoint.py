@@ -1,40 +1,64 @@
-"""Reading checkpoint files from disk and turning them into models."""
+"""Checkpoint files on disk: read safely, canonicalise once, detect, build, load strictly; and save."""
 
 from __future__ import annotations
 
-import hashlib
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from asisr.digest import sha256_file
 from asisr.errors import UserError
+from asisr.models.canonical import CanonicalCheckpoint, canonicalize, own_format
 
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format
+_PICKLE_PROTO = b"\x80"  # legacy torch.save: a pickle stream, protocol >= 2
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint file safely (tensors and plain containers only)."""
+    """Load a checkpoint file safely (tensors and plain containers only), as the raw dict it holds."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint is empty (0 bytes): {path}")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO)):
+        raise UserError(f"cannot read checkpoint {path}: not a PyTorch checkpoint "
+                        f"(neither a torch.save zip archive nor a pickle; it starts with {head!r})")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error below says more
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+        raise UserError(f"cannot read checkpoint {path}: {_explain(e, head)}") from None
     if not isinstance(obj, dict):
         raise UserError(f"cannot read checkpoint {path}: expected a dict, got {type(obj).__name__}")
     return obj
+
+
+def _explain(e: Exception, head: bytes) -> str:
+    """torch's reason in one line, without its advice to unpickle arbitrary code (``weights_only=False``)."""
+    text = str(e)
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"it stores a Python object ({unsafe.group(1)}), not only tensors and plain containers, and asisr "
+                f"does not unpickle code; re-save just its state dict (torch.save(model.state_dict(), path))")
+    if "Unsupported operand" in text or isinstance(e, EOFError):
+        return "not a PyTorch checkpoint (unreadable or truncated pickle data)"
+    if head.startswith(_ZIP_MAGIC) and isinstance(e, (RuntimeError, zipfile.BadZipFile)):
+        return "a zip archive, but not one written by torch.save (or a truncated one)"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and "weights_only" not in ln]
+    return lines[0] if lines else type(e).__name__
+
+
+def read_canonical(path: str | Path) -> CanonicalCheckpoint:
+    """``read_checkpoint`` + ``canonicalize``: the one form detectors see."""
+    return canonicalize(read_checkpoint(path), source=str(path))
 
 
 def load(path: str | Path):
@@ -42,8 +66,7 @@ def load(path: str | Path):
     from asisr.models.base import load_state_dict_strict
     from asisr.models.registry import create, detect
 
-    ckpt = read_checkpoint(path)
-    found = detect(ckpt)
+    found = detect(read_canonical(path))
     model = create(found.name, **found.kwargs)
     load_state_dict_strict(model, found.state_dict, f"architecture {found.name!r} ({path})")
     model.checkpoint_sha256 = sha256_file(path)
@@ -60,9 +83,6 @@ def save(model, path: str | Path, card: dict | None = None) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"name": model.name, "config": model.config}
-    if card:
-        meta["card"] = card
     with atomic_path(path) as tmp:
-        torch.save({"asisr": meta, "state_dict": model.state_dict()}, tmp)
+        torch.save(own_format(model.name, model.config, model.state_dict(), card), tmp)
     return path

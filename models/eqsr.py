@@ -12,7 +12,7 @@ Both share ``KrigingUpsampler`` (``asisr.models.kriging``).  New models default 
 portable scale / offset codes; the detector builds upstream checkpoints with
 ``scale_code="upstream", offset_code="upstream"`` (see ``asisr.models.scale_code``).
 
-Checkpoints recognised by ``asisr.models.load``:
+Checkpoints recognised by ``asisr.models.load`` (any wrapper ``asisr.models.canonical`` removes):
 * upstream ``{'params_ema': sd}`` (or ``{'params': sd}``, or a bare ``sd``) with the
   reference key names (``conv_first``, ``layers.N.residual_group.mbconv...``,
   ``upsample.inv1...``); the configuration is inferred from the tensor shapes;
@@ -35,10 +35,11 @@ import torch
 
 from asisr.errors import UserError
 from asisr.models.base import SRModel
-from asisr.models.descriptor import ModelDescriptor
+from asisr.runtime.descriptor import ModelDescriptor
 from asisr.models.eqsr_light import LightBackbone
 from asisr.models.hat import HATBackbone, relative_position_index_sa
 from asisr.models.kriging import KrigingUpsampler
+from asisr.models.canonical import CanonicalCheckpoint
 from asisr.models.registry import Detection, register_detector, register_model
 from asisr.models.scale_code import UPSTREAM_CODE_DIM
 
@@ -104,39 +105,14 @@ def build_eqsr_light(n_feats: int = 64, n_groups: int = 4, n_resblocks: int = 4,
     return SRModel("eqsr_light", backbone, upsampler, desc, config)
 
 
-@register_model("eqsr_hat")
-def eqsr_hat(pretrained: bool = False, **kwargs) -> SRModel:
-    if pretrained:
-        raise UserError("no bundled EQSR-HAT weights yet; load an upstream checkpoint with asisr.models.load(path)")
-    return build_eqsr_hat(**kwargs)
-
-
-@register_model("eqsr_light")
-def eqsr_light(pretrained: bool = False, **kwargs) -> SRModel:
-    if pretrained:
-        from asisr.models.checkpoint import load
-        from asisr.models.pretrained import bundled_path
-
-        if kwargs:
-            raise UserError("pretrained eqsr_light has a fixed configuration; do not pass constructor arguments")
-        return load(bundled_path("eqsr_light"))
-    return build_eqsr_light(**kwargs)
+register_model("eqsr_hat")(build_eqsr_hat)
+register_model("eqsr_light")(build_eqsr_light)
 
 
 # ------------------------------------------------------------------------ upstream layout
 
 _UPSTREAM_MARKERS = ("conv_first.weight", "layers.0.residual_group.mbconv.net2.to_style.weight",
                      "upsample.head.0.weight", "upsample.rbf1.lengthscale")
-
-
-def _upstream_state_dict(ckpt: dict) -> dict | None:
-    for key in ("params_ema", "params"):
-        sd = ckpt.get(key)
-        if isinstance(sd, dict) and all(m in sd for m in _UPSTREAM_MARKERS):
-            return sd
-    if all(m in ckpt for m in _UPSTREAM_MARKERS):
-        return ckpt
-    return None
 
 
 def _side_of_square(n: int, what: str) -> int:
@@ -200,14 +176,7 @@ def asisr_to_upstream(sd: dict) -> dict:
     return out
 
 
-@register_detector
-def detect_eqsr(ckpt: dict, _hints: dict) -> Detection | None:
-    own = ckpt.get("asisr")
-    if isinstance(own, dict) and own.get("name") in ("eqsr_hat", "eqsr_light"):
-        if not isinstance(ckpt.get("state_dict"), dict):
-            raise UserError(f"{own['name']} checkpoint has no 'state_dict'")
-        return Detection(own["name"], ckpt["state_dict"], dict(own.get("config", {})))
-    sd = _upstream_state_dict(ckpt)
-    if sd is None:
-        return None
-    return Detection("eqsr_hat", upstream_to_asisr(sd), infer_upstream_config(sd))
+@register_detector(name="eqsr_upstream", requires=_UPSTREAM_MARKERS)
+def detect_eqsr(ckpt: CanonicalCheckpoint) -> Detection | None:
+    """Upstream EQSR (HAT backbone + kriging upsampler) key names; the configuration comes from the shapes."""
+    return Detection("eqsr_hat", upstream_to_asisr(ckpt.state_dict), infer_upstream_config(ckpt.state_dict))

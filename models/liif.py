@@ -1,7 +1,7 @@
 """LIIF (Chen et al., CVPR 2021): EDSR-baseline encoder + MLP implicit decoder.
 
 Numerically equivalent to the official code with feat_unfold, local_ensemble and
-cell_decode. Coordinates follow ``asisr.models.query`` (LR pixel units); the official
+cell_decode. Coordinates follow ``asisr.runtime.query`` (LR pixel units); the official
 normalised quantities are recovered exactly: a normalised offset times the feature size
 is twice the pixel offset, and ``cell * h`` is ``2 / s``.
 
@@ -24,15 +24,19 @@ Together these cut the INT8 upsampler's time by about a fifth and fp32's by a fe
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from asisr.errors import UserError
 from asisr.models.base import SRModel
-from asisr.models.descriptor import ModelDescriptor
+from asisr.runtime.descriptor import ModelDescriptor
 from asisr.models.edsr import EDSREncoder
+from asisr.models.canonical import CanonicalCheckpoint, key_patterns
 from asisr.models.registry import Detection, register_detector, register_model
+
 
 class LIIFBackbone(nn.Module):
     """``(lr in [0,1], scale) -> features``; LIIF's encoder ignores the scale."""
@@ -64,7 +68,7 @@ def _nearest_index(coords: torch.Tensor, shift: float, size: torch.Tensor | int)
     """Index of the LR cell containing ``coords + shift`` (pixel units), clamped to the image.
 
     The official code adds 1e-6 before a nearest lookup so that exact ties go to the upper
-    cell; with exact coordinates (``asisr.models.query``) ``floor`` does that by itself.
+    cell; with exact coordinates (``asisr.runtime.query``) ``floor`` does that by itself.
     """
     return torch.clamp(torch.floor(coords + shift), min=0, max=size - 1).long()
 
@@ -173,43 +177,38 @@ def _liif(n_resblocks: int = 16, n_feats: int = 64, hidden: list[int] | None = N
     return SRModel("liif", backbone, LIIFUpsampler(n_feats, hidden, fast), descriptor, config)
 
 
-@register_model("liif")
-def liif(pretrained: bool = False, **kwargs) -> SRModel:
-    if pretrained:
-        from asisr.models.checkpoint import load
-        from asisr.models.pretrained import bundled_path
+register_model("liif")(_liif)
 
-        if kwargs:
-            raise UserError("pretrained LIIF has a fixed configuration; do not pass constructor arguments")
-        return load(bundled_path("liif"))
-    return _liif(**kwargs)
+# ----------------------------------------------------------------- official checkpoint layout
+# ``encoder.*`` (EDSR-baseline, mean-shift convs unused) + ``imnet.layers.{0,2,..}`` (Linear
+# layers, ReLU between): everything LIIF needs is in the shapes, so the checkpoint's
+# ``name`` / ``args`` are not consulted (they are missing or wrong in some releases).
+
+_EDSR_KEY = re.compile(r"encoder\.(head\.0|body\.\d+(\.body\.[02])?|sub_mean|add_mean)\.(weight|bias)$")
 
 
-@register_detector
-def detect_liif(ckpt: dict, _hints: dict) -> Detection | None:
-    """Recognise the official LIIF checkpoint layout (``{'model': {'name': 'liif', 'sd': ...}}``)."""
-    model = ckpt.get("model") if isinstance(ckpt.get("model"), dict) else None
-    if model is not None and model.get("name") == "liif" and isinstance(model.get("sd"), dict):
-        sd = model["sd"]
-        args = model.get("args", {})
-        encoder = args.get("encoder_spec", {}).get("name")
-        if encoder != "edsr-baseline":
-            raise UserError(f"LIIF checkpoint with encoder {encoder!r} is not supported (only edsr-baseline)")
-        hidden = args.get("imnet_spec", {}).get("args", {}).get("hidden_list", [256] * 4)
-        n_res = len({k.split(".")[2] for k in sd if k.startswith("encoder.body.") and ".body." in k[13:]})
-        mapped = {}
-        for k, v in sd.items():
-            if k.startswith("encoder.sub_mean.") or k.startswith("encoder.add_mean."):
-                continue  # the official EDSR-for-LIIF never applies its mean shift
-            if k.startswith("encoder."):
-                mapped["backbone." + k] = v
-            elif k.startswith("imnet."):
-                mapped["upsampler." + k] = v
-            else:
-                mapped[k] = v
-        n_feats = sd["encoder.head.0.weight"].shape[0] if "encoder.head.0.weight" in sd else 64
-        return Detection("liif", mapped, {"n_resblocks": n_res, "n_feats": n_feats, "hidden": list(hidden)})
-    own = ckpt.get("asisr")
-    if isinstance(own, dict) and own.get("name") == "liif":
-        return Detection("liif", ckpt["state_dict"], dict(own.get("config", {})))
-    return None
+@register_detector(name="liif_official", requires=("imnet.layers.0.weight",))
+def detect_liif(ckpt: CanonicalCheckpoint) -> Detection | None:
+    """The official LIIF layout with an EDSR-baseline encoder, feat_unfold and cell_decode."""
+    if not all(k.startswith(("encoder.", "imnet.")) for k in ckpt.state_dict):
+        return None  # LTE and others add their own modules around the same encoder and MLP
+    layers = sorted(int(k.split(".")[2]) for k in ckpt.with_prefix("imnet.layers.") if k.endswith(".weight"))
+    dims = [ckpt.shape(f"imnet.layers.{i}.weight") for i in layers]
+    if dims[-1][0] != 3 or (dims[0][1] - 4) % 9:
+        return None  # not LIIF's (9 C + 2 + 2) -> ... -> 3 decoder, e.g. Meta-SR's weight predictor
+    foreign = [k for k in ckpt.with_prefix("encoder.") if not _EDSR_KEY.match(k)]
+    if foreign or "encoder.head.0.weight" not in ckpt:
+        encoder = ((ckpt.args or {}).get("encoder_spec") or {}).get("name") or "non-EDSR-baseline"
+        raise UserError(f"LIIF checkpoint with encoder {encoder!r} is not supported (only edsr-baseline); "
+                        f"its encoder keys look like {key_patterns(foreign or ckpt.with_prefix('encoder.'), 3)}")
+    n_feats = ckpt.shape("encoder.head.0.weight")[0]
+    if dims[0][1] != 9 * n_feats + 4:
+        raise UserError(f"LIIF checkpoint: decoder input {dims[0][1]} is not 9 x {n_feats} features + 4 "
+                        "(only feat_unfold + cell_decode LIIF is supported)")
+    n_res = len({k.split(".")[2] for k in ckpt.with_prefix("encoder.body.") if k.count(".body.") == 2})
+    mapped = {}
+    for k, v in ckpt.state_dict.items():
+        if k.startswith(("encoder.sub_mean.", "encoder.add_mean.")):
+            continue  # the official EDSR-for-LIIF never applies its mean shift
+        mapped[("backbone." if k.startswith("encoder.") else "upsampler.") + k] = v
+    return Detection("liif", mapped, {"n_resblocks": n_res, "n_feats": n_feats, "hidden": [d[0] for d in dims[:-1]]})

@@ -1,33 +1,72 @@
 """Model registry (timm-style) and checkpoint recognition (spandrel-style).
 
-Each architecture module registers
-  * a factory ``name -> SRModel`` for ``create(name)``, and
-  * a detector that looks at a state dict's keys and, if they are its own, returns the
-    model name and constructor kwargs for ``load(path)``.
+Adding an architecture: write ONE module in ``models/`` (plus its tests). No list to edit:
+every public module of the ``asisr.models`` package is imported once, on the first
+``create`` / ``load`` / ``detect`` / ``list_models``, and its decorators register
+
+* ``@register_model("name")`` on a factory ``(**kwargs) -> SRModel`` (no I/O; ``create(name,
+  pretrained=True)`` is handled by ``asisr.models.pretrained``, not by the factory), and
+* ``@register_detector(priority=..., requires=(...))`` on a detector
+  ``(CanonicalCheckpoint) -> Detection | None`` that reads the architecture and its
+  hyper-parameters from state-dict keys and shapes (see ``asisr.models.canonical``).
+
+Detector order (the documented rule): highest ``priority`` first, equal priorities by
+detector name. A detector is only called when all its ``requires`` keys are present. It
+returns ``None`` (not mine), a ``Detection``, or raises ``UserError`` (mine, but this variant
+is unsupported), which ends the search. Give a detector a higher priority than any other
+whose checkpoints it would also accept: the more specific claim goes first. asisr's own
+format, which names its model, runs first (priority ``OWN_FORMAT_PRIORITY``); key-based
+detectors use 0 unless they overlap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from asisr.errors import UserError
+from asisr.models.canonical import CanonicalCheckpoint, canonicalize, key_patterns, top_level
+
+ARCHITECTURE_PACKAGE = "asisr.models"
+OWN_FORMAT_PRIORITY = 100
+
+DetectFn = Callable[[CanonicalCheckpoint], "Detection | None"]
+
+
+@dataclass
+class Detection:
+    """A detector's verdict: which registered model, built with which kwargs, from which state dict."""
+
+    name: str
+    state_dict: dict
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    fn: DetectFn
+    priority: int = 0
+    requires: tuple[str, ...] = ()
+
+    def __call__(self, ckpt: CanonicalCheckpoint) -> Detection | None:
+        if not ckpt.has(*self.requires):
+            return None
+        return self.fn(ckpt)
+
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
-_ARCHITECTURE_MODULES = ("asisr.models.liif", "asisr.models.eqsr")
-_DETECTORS: list[Callable[[dict, dict], "Detection | None"]] = []
-
-
-class Detection:
-    """A detector's verdict: which registered model, built how, from which state dict."""
-
-    def __init__(self, name: str, state_dict: dict, kwargs: dict | None = None):
-        self.name = name
-        self.state_dict = state_dict
-        self.kwargs = kwargs or {}
+_DETECTORS: list[Detector] = []
+_DISCOVERED: set[str] = set()
+_LOCK = threading.RLock()
 
 
 def register_model(name: str):
+    """Decorator: ``fn(**kwargs) -> SRModel`` becomes ``create(name, **kwargs)``."""
     def deco(fn):
         if name in _FACTORIES:
             raise ValueError(f"model {name!r} registered twice")
@@ -36,50 +75,75 @@ def register_model(name: str):
     return deco
 
 
-def register_detector(fn):
-    _DETECTORS.append(fn)
-    return fn
+def register_detector(fn: DetectFn | None = None, *, priority: int = 0, requires: Iterable[str] = (),
+                      name: str | None = None):
+    """Decorator, bare or with options: ``@register_detector(priority=10, requires=("conv_first.weight",))``.
+
+    Returns the ``Detector``: calling it checks ``requires`` before the function runs.
+    """
+    def deco(f: DetectFn) -> Detector:
+        det = Detector(name or f.__name__, f, priority, tuple(requires))
+        if any(d.name == det.name for d in _DETECTORS):
+            raise ValueError(f"detector {det.name!r} registered twice")
+        _DETECTORS.append(det)
+        _DETECTORS.sort(key=lambda d: (-d.priority, d.name))
+        return det
+    return deco if fn is None else deco(fn)
+
+
+def discover(package: str = ARCHITECTURE_PACKAGE) -> None:
+    """Import every public module of ``package`` once, so that their decorators run."""
+    with _LOCK:
+        if package in _DISCOVERED:
+            return
+        pkg = importlib.import_module(package)
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package}.{info.name}")
+        _DISCOVERED.add(package)
 
 
 def list_models() -> list[str]:
-    _import_architectures()
+    discover()
     return sorted(_FACTORIES)
 
 
+def detectors() -> list[Detector]:
+    """The detectors in the order ``detect`` tries them."""
+    discover()
+    return list(_DETECTORS)
+
+
 def create(name: str, pretrained: bool = False, **kwargs):
-    """Build a registered model; ``pretrained`` loads its bundled weights if it has any."""
-    _import_architectures()
+    """Build a registered model; ``pretrained`` loads its bundled weights instead (``asisr.models.pretrained``)."""
+    discover()
     if name not in _FACTORIES:
         raise UserError(f"unknown model {name!r}; known: {', '.join(sorted(_FACTORIES))}")
-    return _FACTORIES[name](pretrained=pretrained, **kwargs)
+    if pretrained:
+        from asisr.models.pretrained import load_pretrained
+
+        return load_pretrained(name, **kwargs)
+    return _FACTORIES[name](**kwargs)
 
 
-def detect(checkpoint: dict) -> Detection:
-    """Recognise the architecture of a loaded checkpoint object."""
-    _import_architectures()
-    for detector in _DETECTORS:
-        found = detector(checkpoint, {})
+def detect(checkpoint: Any) -> Detection:
+    """Recognise the architecture of a checkpoint (a loaded object or its ``CanonicalCheckpoint``)."""
+    ckpt = canonicalize(checkpoint)
+    for detector in detectors():
+        found = detector(ckpt)
         if found is not None:
             return found
-    keys = _state_dict_keys(checkpoint)
-    sample = ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
-    raise UserError(f"unknown architecture: no registered model recognises these keys ({sample or 'no tensors'})")
+    keys = list(ckpt.state_dict)
+    raise UserError(f"unknown architecture: not a checkpoint of a known architecture ({', '.join(list_models())}): "
+                    f"{ckpt.describe()}; keys look like {key_patterns(keys)}; top-level modules: {top_level(keys)}")
 
 
-def _state_dict_keys(obj) -> list[str]:
-    if isinstance(obj, dict):
-        if obj and all(hasattr(v, "shape") for v in obj.values()):
-            return list(obj)
-        for v in obj.values():
-            keys = _state_dict_keys(v)
-            if keys:
-                return keys
-    return []
-
-
-def _import_architectures() -> None:
-    # Importing the architecture modules runs their @register_* decorators.
-    import importlib
-
-    for module in _ARCHITECTURE_MODULES:
-        importlib.import_module(module)
+@register_detector(priority=OWN_FORMAT_PRIORITY, name="asisr")
+def detect_own_format(ckpt: CanonicalCheckpoint) -> Detection | None:
+    """asisr's own checkpoints name their model and its kwargs; the strict weight load checks the claim."""
+    if ckpt.config is None:
+        return None
+    if ckpt.name not in _FACTORIES:
+        raise UserError(f"{ckpt.source} is an asisr checkpoint of model {ckpt.name!r}, which this installation "
+                        f"does not have; known: {', '.join(sorted(_FACTORIES))}")
+    return Detection(ckpt.name, ckpt.state_dict, dict(ckpt.config))

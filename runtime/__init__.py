@@ -1,7 +1,6 @@
-"""Running exported or PyTorch models: backends, pipelines, tiling, the ``Upscaler``."""
+"""The deployment runtime: stage contract, manifests, query geometry, tiling, pipeline, upscaler.
 
-from asisr.runtime.pipeline import Pipeline
-from asisr.runtime.sources import BACKENDS, open_pipeline, open_upscaler
-from asisr.runtime.upscaler import Upscaler
-
-__all__ = ["Pipeline", "Upscaler", "open_pipeline", "open_upscaler", "BACKENDS"]
+Numpy only: this package and its ONNX Runtime and TensorRT backends never import torch, so
+a deployment image needs neither torch nor the model code. Where a model comes from (a
+checkpoint, an exported directory, the bundled default) is ``asisr.sources``.
+"""

@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from asisr.errors import UserError
-from asisr.models.query import axis_coords
+from asisr.runtime.query import axis_coords
+
+HW = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -123,20 +125,14 @@ class TileCosts:
     upsampler_per_lr_px: float  # per LR pixel of the feature window an upsampler tile reads
     fixed: float = 0.0  # one-off working memory of the backend (first-call pools)
 
-
-def tile_costs(feature_channels: int, backend: str = "onnxruntime", declared: dict | None = None) -> TileCosts:
-    """The planner's cost model for a backend; ``declared`` (from the descriptor) wins."""
-    c = feature_channels
-    if backend.startswith("torch"):
-        costs = TileCosts(40 * c, 8192, 56 * c, 64 << 20)
-    else:
-        costs = TileCosts(22 * c, 8192, 56 * c, 16 << 20)
-    if declared:
+    def declared(self, declared: dict | None) -> "TileCosts":
+        """These costs with a model's declared numbers (``descriptor.extra["tile_bytes"]``) applied."""
+        if not declared:
+            return self
         f = float(declared.get("scale", 1.0))
-        costs = TileCosts(costs.backbone_per_px * f, costs.upsampler_per_query * f, costs.upsampler_per_lr_px * f,
-                          costs.fixed)
-        costs = replace(costs, **{k: float(v) for k, v in declared.items() if k in TileCosts.__dataclass_fields__})
-    return costs
+        costs = TileCosts(self.backbone_per_px * f, self.upsampler_per_query * f, self.upsampler_per_lr_px * f,
+                          self.fixed)
+        return replace(costs, **{k: float(v) for k, v in declared.items() if k in TileCosts.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -222,3 +218,56 @@ def plan_tiles(budget: int, geometry: TileGeometry, costs: TileCosts, tile: int 
                         f"{g.out_w}x{g.out_h} with this model; it needs at least {format_bytes(need)}")
     estimate = g.fixed_bytes(costs) + g.upsampler_bytes(t, costs) + g.backbone_bytes(lt, costs, widest)
     return TilePlan(int(t), int(lt), int(math.ceil(estimate)), budget)
+
+
+def feature_window(out_len: int, scale: float, lr_reach: int) -> int:
+    """Most LR feature pixels an output window of ``out_len`` pixels reads at ``scale`` (see tiling.query_spans)."""
+    return math.ceil((out_len - 1) / scale) + 2 * lr_reach + 2
+
+
+@dataclass(frozen=True)
+class TileLimits:
+    """The largest tiles a pipeline accepts; ``Upscaler`` shrinks its planned tiles to fit them."""
+
+    lr_max: HW
+    feat_max: HW
+    out_max: HW
+
+    def fit(self, plan, lr_hw: HW, out_hw: HW, descriptor, halo: int):
+        """``plan`` (a ``TilePlan``) with its tile edges shrunk so every request fits these limits."""
+        tile = self.out_tile(plan.tile, lr_hw, out_hw, descriptor.upsampler_lr_reach, descriptor.upsampler_hr_reach)
+        lr_tile = self.lr_tile(plan.lr_tile, halo)
+        return plan if (tile, lr_tile) == (plan.tile, plan.lr_tile) else replace(plan, tile=tile, lr_tile=lr_tile)
+
+    def lr_tile(self, tile: int, halo: int) -> int:
+        """Backbone tile edge so a tile plus its halo on both sides fits ``lr_max``."""
+        t = min(tile, min(self.lr_max) - 2 * halo)
+        if t < 1:
+            raise UserError(f"the engine's profile allows backbone tiles of at most {'x'.join(map(str, self.lr_max))} LR px, "
+                            f"too small for this model's {halo} px halo on each side; rebuild it with a larger "
+                            "--profile lr=...")
+        return t
+
+    def out_tile(self, tile: int, lr_hw: HW, out_hw: HW, lr_reach: int, hr_reach: int) -> int:
+        """Upsampler tile edge so every output window and the features it reads fit, on both axes."""
+        while True:  # until neither axis shrinks it further (a smaller tile is re-checked on both axes)
+            fitted = tile
+            for lr_len, out_len, o_max, f_max in zip(lr_hw, out_hw, self.out_max, self.feat_max):
+                fitted = self._out_tile(fitted, lr_len, out_len, o_max, f_max, lr_reach, hr_reach)
+            if fitted == tile:
+                return tile
+            tile = fitted
+
+    @staticmethod
+    def _out_tile(tile: int, lr_len: int, out_len: int, out_max: int, feat_max: int, lr_reach: int,
+                  hr_reach: int) -> int:
+        scale = out_len / lr_len
+        t = min(tile, out_max - 2 * hr_reach, math.floor((feat_max - 2 * lr_reach - 2) * scale) - 2 * hr_reach + 1)
+        while t >= 1:  # the bound above is exact up to rounding; confirm on the real spans
+            spans = query_spans(lr_len, out_len, t, lr_reach, hr_reach)
+            if max(s.lr_hi - s.lr_lo for s in spans) <= feat_max:
+                return t
+            t -= 1
+        raise UserError(f"the engine's profile allows upsampler feature windows of at most {feat_max} LR px and "
+                        f"output tiles of {out_max} px, too small for this model at scale {scale:g}; rebuild it "
+                        "with a larger --profile feat=... / out=...")

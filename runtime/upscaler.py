@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from asisr.errors import UserError
-from asisr.models.query import effective_scale
+from asisr.runtime.query import effective_scale
 from asisr.runtime.pipeline import Pipeline
 from asisr.runtime.tiling import (
     GLOBAL_CONTEXT_HALO,
@@ -25,7 +25,6 @@ from asisr.runtime.tiling import (
     lr_spans,
     plan_tiles,
     query_spans,
-    tile_costs,
     tile_halo,
 )
 from asisr.scale import Scale, check_scale_range, output_size
@@ -75,8 +74,7 @@ class Upscaler:
         if self.max_memory < 1:
             raise UserError("the memory budget must be positive")
         self.stream_features = stream_features
-        if hasattr(pipeline.backbone, "shrink_arena"):  # ONNX Runtime: free each big backbone tile's memory
-            pipeline.backbone.shrink_arena = True
+        pipeline.backbone.release_memory_after_runs(True)  # few, large backbone tiles: give their memory back
         self.max_scale = float(max_scale) if max_scale is not None else self.descriptor.scale_max
         self.last_plan: TilePlan | None = None  # the tiles of the latest image, for reports
 
@@ -87,13 +85,11 @@ class Upscaler:
         d = self.descriptor
         geometry = TileGeometry(lr_h, lr_w, out_h, out_w, d.feature_channels, tile_halo(self.descriptor),
                                 d.upsampler_lr_reach, d.upsampler_hr_reach)
-        costs = tile_costs(d.feature_channels, str(self.pipeline.info.get("backend", "")),
-                           (d.extra or {}).get("tile_bytes"))
-        return plan_tiles(self.max_memory, geometry, costs, self.tile, self.lr_tile)
+        return plan_tiles(self.max_memory, geometry, self.pipeline.tile_costs(), self.tile, self.lr_tile)
 
     def _fit_limits(self, plan: TilePlan, lr_hw: tuple[int, int], out_hw: tuple[int, int]) -> TilePlan:
         """Shrink tiles to the pipeline's shape limits (a TensorRT engine's optimization profile), if any."""
-        limits = self.pipeline.info.get("tile_limits")  # asisr.export.profiles.TileLimits
+        limits = self.pipeline.tile_limits
         return plan if limits is None else limits.fit(plan, lr_hw, out_hw, self.descriptor, tile_halo(self.descriptor))
 
     def __enter__(self) -> "Upscaler":
@@ -168,7 +164,7 @@ class Upscaler:
                                                   c.coords.astype(np.float32)[None])
                 out[r.out, c.out] = rgb_tile[0, :, r.keep, c.keep].transpose(1, 2, 0)
         if not np.isfinite(out).all():
-            raise UserError(f"the {self.pipeline.info.get('backend', 'model')} backend produced NaN or infinite values; "
+            raise UserError(f"the {self.pipeline.backend} backend produced NaN or infinite values; "
                             "check the model with asisr-parity")
         return np.clip(out, 0.0, 1.0, out=out)
 

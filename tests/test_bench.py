@@ -1,15 +1,18 @@
 """asisr-bench: the harness end to end on tiny jobs, FLOP counting, the GEMM yardstick, the
-RSS sampler, and the CLI's input checks. No timing assertions: only that numbers exist and add up."""
+RSS sampler, and the CLI's input checks. FLOPs are checked against counts made here (analytic, or
+FlopCounterMode), timings only against a clock scripted here or, within a generous factor, a timing made here."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from asisr.bench.flops import TileFlopCounter
 from asisr.bench.gemm import gemm_flops, measure_gemm_peak
@@ -23,7 +26,12 @@ from asisr.models import create
 from asisr.runtime.tiling import TilePlan, lr_spans, query_spans
 from tests.cli_helpers import assert_user_error, invoke
 
-ROW_FIELDS = ("median_s", "min_s", "max_s", "seconds", "mpx_per_s", "peak_rss_mib", "ru_maxrss_mib", "flops",
+LINUX = sys.platform.startswith("linux")  # /proc/self/status: the RSS sampler must measure
+TINY = dict(c=16, n_res=2, hidden=[32, 32])  # conftest's tiny_liif_ckpt
+# job -> [(LR (h, w), output (h, w))] of each image: the fixture's HR sizes are multiples of 4, so set5_x4's
+# LR is HR / 4 and the output is the HR size; 40x30@2.5 is a 40 wide, 30 high frame at x2.5
+JOB_SHAPES = {"set5_x4": [((12, 10), (48, 40)), ((9, 13), (36, 52))], "40x30@2.5": [((30, 40), (75, 100))]}
+"median_s", "min_s", "max_s", "seconds", "mpx_per_s", "peak_rss_mib", "ru_maxrss_mib", "flops",
               "gflops_per_s", "gemm_ratio", "psnr", "psnr_delta", "tile", "lr_tile")
 
 
@@ -48,16 +56,33 @@ def report(tiny_liif_ckpt, tiny_liif_onnx, tiny_set5):
 def test_harness_rows_have_every_field(report):
     rows = {(r["job"], r["backend"]): r for r in report["rows"]}
     assert len(rows) == 10
+    peak_gflops = report["gemm_peak"]["gflops"]
     for job in ("set5_x4", "40x30@2.5"):
+        shapes = JOB_SHAPES[job]
+        mpx = sum(h * w for _, (h, w) in shapes) / 1e6
         for backend in ("torch-ref", "torch", "onnxruntime"):
             r = rows[job, backend]
             assert r["status"] == "ok", r
             for f in ROW_FIELDS:
                 assert f in r, f
-            assert len(r["seconds"]) == 1 and r["median_s"] > 0 and r["mpx_per_s"] > 0
-            assert r["peak_rss_mib"] is None or r["peak_rss_mib"] >= r["rss_start_mib"] > 0
-            assert r["flops"]["backbone"] > 0 and r["flops"]["upsampler"] > 0
-            assert r["gemm_ratio"] == pytest.approx(r["gflops_per_s"] / report["gemm_peak"]["gflops"])
+            assert len(r["seconds"]) == 1 and r["median_s"] == r["min_s"] == r["max_s"] == r["seconds"][0] > 0
+            assert r["output_mpx"] == pytest.approx(mpx) and r["mpx_per_s"] == pytest.approx(mpx / r["median_s"])
+            if LINUX:  # the sampler reads VmRSS; the kernel's lifetime high-water mark bounds what it saw
+                assert r["rss_start_mib"] > 0 and r["peak_rss_mib"] >= r["rss_start_mib"]
+                assert r["peak_rss_mib"] <= r["ru_maxrss_mib"]
+                assert r["rss_growth_mib"] == pytest.approx(r["peak_rss_mib"] - r["rss_start_mib"])
+            # FLOPs: an analytic count of tiny LIIF at the job's shapes (one tile per image here: the LR
+            # window of the upsampler is the whole LR image)
+            assert r["tile"] >= max(max(o) for _, o in shapes) and r["lr_tile"] >= max(max(lr) for lr, _ in shapes)
+            counts = [_analytic_liif(TINY["c"], TINY["n_res"], TINY["hidden"], lr, out, lr, backend == "torch-ref")
+                      for lr, out in shapes]
+            backbone, upsampler = (sum(c[i] for c in counts) for i in (0, 1))
+            assert (r["flops"]["backbone"], r["flops"]["upsampler"]) == (backbone, upsampler)
+            assert r["flops"]["total"] == backbone + upsampler
+            achieved = (backbone + upsampler) / r["median_s"] / 1e9
+            assert r["gflops_per_s"] == pytest.approx(achieved)
+            assert r["gemm_ratio"] == pytest.approx(achieved / peak_gflops)
+            assert 0 < r["gemm_ratio"] < 1  # a tiny conv net on one thread is far below the GEMM peak
         for backend, reason in (("onnxruntime-int8", "--int8-dir"), ("tensorrt", "")):
             assert rows[job, backend]["status"] == "skipped" and reason in rows[job, backend]["note"]
     # the reference path does more arithmetic in the upsampler than the fast one; the backbone is the same
@@ -127,25 +152,108 @@ def test_flops_match_analytic_count(reference):
     assert tiled.backbone > whole.backbone and tiled.backbone_tiles == 3 * 4 and tiled.upsampler_tiles == 4 * 5
 
 
-def test_gemm_peak():
+def _matmul_flops(n: int) -> int:
+    """FLOPs of an n x n product as torch's FlopCounterMode counts them (on shapes only)."""
+    a = torch.empty(n, n, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        torch.matmul(a, a)
+    return int(counter.get_total_flops())
+
+
+def _best_time(fn, runs: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def test_gemm_flops_match_an_independent_count():
     assert gemm_flops(3) == 54 and gemm_flops(1000) == 2 * 10 ** 9
-    threads = torch.get_num_threads()
-    peak = measure_gemm_peak(threads=1, n=64, repeats=2)
-    assert peak.torch_gflops > 0 and peak.onnxruntime_gflops > 0 and peak.n == 64 and peak.threads == 1
-    assert peak.torch_gflops == pytest.approx(2 * 64 ** 3 / peak.torch_best_seconds / 1e9)
-    assert peak.onnxruntime_gflops == pytest.approx(2 * 64 ** 3 / peak.onnxruntime_best_seconds / 1e9)
-    assert peak.gflops == max(peak.torch_gflops, peak.onnxruntime_gflops)
-    assert torch.get_num_threads() == threads  # restored
+    for n in (3, 64, 517):
+        assert gemm_flops(n) == _matmul_flops(n), n
+
+
+def test_gemm_peak_keeps_the_fastest_timed_repeat(monkeypatch):
+    """A scripted clock: each library is timed ``repeats`` times (the warm-up is not timed), the best
+    repeat is kept, its GFLOP/s come from the independent FLOP count, and the faster library is the peak."""
+    import asisr.bench.gemm as gemm_module
+
+    durations = {"torch": [0.3, 0.1, 0.2], "onnxruntime": [0.05, 0.5, 0.4]}
+    ticks = []
+    for i, d in enumerate(durations["torch"] + durations["onnxruntime"]):
+        ticks += [10.0 * i, 10.0 * i + d]
+    clock, threads_seen = iter(ticks), []
+
+    def perf_counter():
+        threads_seen.append(torch.get_num_threads())
+        return next(clock)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(gemm_module.time, "perf_counter", perf_counter)
+        peak = measure_gemm_peak(threads=1, n=64, repeats=3)
+        monkeypatch.undo()
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(previous)
+    assert next(clock, None) is None  # exactly 3 timed runs per library
+    assert threads_seen[:6] == [1] * 6  # torch timed with the requested threads
+    flops = _matmul_flops(64)
+    assert (peak.n, peak.threads, peak.repeats) == (64, 1, 3)
+    assert peak.torch_best_seconds == pytest.approx(0.1) and peak.onnxruntime_best_seconds == pytest.approx(0.05)
+    assert peak.torch_gflops == pytest.approx(flops / 0.1 / 1e9)
+    assert peak.onnxruntime_gflops == pytest.approx(flops / 0.05 / 1e9)
+    assert peak.gflops == peak.onnxruntime_gflops
+
+
+def test_measured_gemm_peak_agrees_with_a_timing_made_here():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = 64
+    peak = measure_gemm_peak(threads=1, n=n, repeats=3)
+    flops = _matmul_flops(n)
+    assert peak.torch_gflops * peak.torch_best_seconds * 1e9 == pytest.approx(flops)
+    assert peak.onnxruntime_gflops * peak.onnxruntime_best_seconds * 1e9 == pytest.approx(flops)
+    # the same products timed here, best of many, one thread
+    a, b = np.random.default_rng(0).random((2, n, n), dtype=np.float32)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        torch_here = _best_time(lambda: torch.matmul(ta, tb), 30)
+    finally:
+        torch.set_num_threads(previous)
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("A", "B", "C")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "mm", io[:2], io[2:])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+                                   .SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ort_here = _best_time(lambda: session.run(None, {"A": a, "B": b}), 30)
+    # generous factor (a shared machine): catches wrong units, timing set-up work, or not timing the product
+    assert torch_here / 10 < peak.torch_best_seconds < torch_here * 10
+    assert ort_here / 10 < peak.onnxruntime_best_seconds < ort_here * 10
 
 
 def test_rss_sampler_sees_an_allocation():
-    if current_rss() is None:
-        pytest.skip("no /proc/self/status on this platform")
+    """The background thread catches a peak that is gone again before the sampler stops."""
+    if not LINUX:
+        pytest.skip("the RSS sampler reads /proc/self/status (Linux)")
+    assert current_rss() is not None
     with RssSampler(interval=0.001) as s:
-        block = np.ones(96 * 2 ** 20 // 8)  # 96 MiB, touched
-        time.sleep(0.01)
+        block = np.ones(96 * 2 ** 20 // 8)  # 96 MiB, touched (a large block: mmap-ed, unmapped on del)
+        deadline = time.perf_counter() + 2.0
+        while s.peak - s.start < 80 * 2 ** 20 and time.perf_counter() < deadline:
+            time.sleep(0.001)
+        del block
+        after = current_rss()
     assert s.growth >= 80 * 2 ** 20
-    del block
+    assert after < s.peak - 64 * 2 ** 20  # the block was freed: the peak is not the final reading
 
 
 # ------------------------------------------------------------------------- CLI

@@ -33,7 +33,7 @@ def test_default_model_is_the_trained_eqsr_light():
 def test_default_model_beats_bicubic_on_set5():
     """Through ONNX Runtime, as users run it: the numbers in the README's model card."""
     from asisr.evaluation import bicubic_upscale, evaluate
-    from asisr.runtime.sources import open_upscaler
+    from asisr.sources import open_upscaler
 
     set5 = need(SHARED / "data" / "Set5")
     scales = SCALES_2DB + SCALES_ABOVE

@@ -14,7 +14,7 @@ from asisr.errors import UserError
 from asisr.models.base import load_state_dict_strict
 from asisr.models.eqsr import asisr_to_upstream, build_eqsr_hat, build_eqsr_light
 from asisr.models.hat import overlapping_windows, reflect_index
-from asisr.models.query import make_query
+from asisr.runtime.query import make_query
 from asisr.models.scale_code import Conv2DMod, ScaleCode, portable_enc, upstream_pos_enc
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -166,8 +166,9 @@ def test_checkpoint_roundtrip_and_strict_errors(tmp_path):
     torch.save({"params_ema": sd}, tmp_path / "broken.pth")
     with pytest.raises(UserError, match="missing keys .*layers.1.conv.bias.*unexpected keys .*upsampler.extra"):
         M.load(tmp_path / "broken.pth")
+    from asisr.models.canonical import canonicalize
     from asisr.models.eqsr import detect_eqsr
-    assert detect_eqsr({"state_dict": {"x": torch.zeros(1)}}, {}) is None
+    assert detect_eqsr(canonicalize({"state_dict": {"x": torch.zeros(1)}})) is None
 
 
 # ------------------------------------------------------------------ components vs upstream

@@ -109,11 +109,11 @@ def test_matches_an_independent_computation(scale):
     H, W = cropped_hr_size(47, 53, sh, sw)
     x = hr[:H, :W]
     h, w = lr_size(47, 53, sh, sw)
-    lr = np.asarray(Image.fromarray(x).resize((w, h), Image.BICUBIC))
-    left = np.asarray(Image.fromarray(lr).resize((W, H), Image.BICUBIC), dtype=np.float32) / np.float32(255)
+    lr = np.asarray(Image.fromarray(x).resize((w, h), Image.Resampling.BICUBIC))
+    left = np.asarray(Image.fromarray(lr).resize((W, H), Image.Resampling.BICUBIC), dtype=np.float32) / np.float32(255)
     bh, bw = round(H * sh), round(W * sw)
-    big = np.asarray(Image.fromarray(x).resize((bw, bh), Image.BICUBIC), dtype=np.float32) / np.float32(255)
-    right = np.stack([np.asarray(Image.fromarray(big[:, :, c]).resize((W, H), Image.BICUBIC)) for c in range(3)], -1)
+    big = np.asarray(Image.fromarray(x).resize((bw, bh), Image.Resampling.BICUBIC), dtype=np.float32) / np.float32(255)
+    right = np.stack([np.asarray(Image.fromarray(big[:, :, c]).resize((W, H), Image.Resampling.BICUBIC)) for c in range(3)], -1)
     right = np.clip(right.astype(np.float64), 0, 1)
     s = math.ceil(max(sh, sw))
     d = ((left.astype(np.float64) - right) @ (Y_WEIGHTS / 256))[s:-s, s:-s]
@@ -256,7 +256,7 @@ def _report(model: str, psnr: dict, eq: dict | None) -> dict:
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install \"asisr[plot]\")")
-    from asisr.evaluation.plot import main
+    from asisr.cli.plot import main
 
     a = tmp_path / "a.json"
     b = tmp_path / "b.json"
@@ -284,7 +284,7 @@ def test_plot_from_a_real_eval_report(data, tmp_path):
 
 
 def test_plot_errors(tmp_path, capsys, monkeypatch):
-    from asisr.evaluation.plot import main
+    from asisr.cli.plot import main
 
     assert main([str(tmp_path / "missing.json"), "--out", str(tmp_path / "f.png")]) == 2
     bad = tmp_path / "bad.json"

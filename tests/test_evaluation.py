@@ -81,7 +81,7 @@ def test_crop_and_lr_sizes(H, W, sh, sw, lr_hw, crop_hw):
 def test_lr_is_pil_bicubic_of_the_crop():
     hr = smooth_image(64, 80, seed=3)
     hr_c, lr = make_pair(hr, 3.3, 2.2)
-    expected = np.asarray(Image.fromarray(hr_c).resize((lr.shape[1], lr.shape[0]), Image.BICUBIC))
+    expected = np.asarray(Image.fromarray(hr_c).resize((lr.shape[1], lr.shape[0]), Image.Resampling.BICUBIC))
     np.testing.assert_array_equal(lr, expected)
     # the default for scale_w is scale_h
     a = make_pair(hr, 3)

@@ -10,9 +10,10 @@ import torch
 
 from asisr.errors import UserError
 from asisr.evaluation.parity import build_cases, check_parity
-from asisr.export.manifest import read_manifest
-from asisr.models import load, sha256_file
-from asisr.runtime.sources import _onnx_pipeline
+from asisr.runtime.manifest import read_manifest
+from asisr.digest import sha256_file
+from asisr.models import load
+from asisr.runtime.backends.onnxrt import open_onnx_pipeline
 
 
 def test_graphs_are_valid_and_dynamic(tiny_liif_onnx):
@@ -39,7 +40,7 @@ def test_manifest_records_what_was_exported(tiny_liif_onnx, tiny_liif_ckpt):
 
 
 def test_parity_passes_at_other_shapes(tiny_liif_onnx, tiny_liif_ckpt):
-    report = check_parity(_onnx_pipeline(tiny_liif_onnx, 2, None), load(tiny_liif_ckpt).reference(), build_cases())
+    report = check_parity(open_onnx_pipeline(tiny_liif_onnx, 2, None), load(tiny_liif_ckpt).reference(), build_cases())
     assert report.passed, report.table()
     assert len(report.results) >= 13
     assert max(r.stats.max_abs for r in report.results) < 1e-5
@@ -52,9 +53,9 @@ def test_queries_on_exact_lr_centres_stay_finite(tiny_liif_onnx, tiny_liif_ckpt)
     """
     import numpy as np
 
-    from asisr.models import make_query
+    from asisr.runtime.query import make_query
 
-    pipeline = _onnx_pipeline(tiny_liif_onnx, 2, None)
+    pipeline = open_onnx_pipeline(tiny_liif_onnx, 2, None)
     lr = np.random.default_rng(0).random((1, 3, 20, 24), dtype=np.float32)
     scale, rows, cols = make_query(20, 24, 60, 72)
     with pipeline:
@@ -86,7 +87,7 @@ def test_parity_catches_a_graph_with_a_baked_shape(tiny_liif_onnx, tiny_liif_ckp
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["graphs"]["upsampler"]["sha256"] = sha256_file(broken / "upsampler.onnx")
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    report = check_parity(_onnx_pipeline(broken, 2, None), model.reference(), build_cases())
+    report = check_parity(open_onnx_pipeline(broken, 2, None), model.reference(), build_cases())
     assert not report.passed
     assert sum(not r.passed for r in report.results) >= 8, report.table()
 
@@ -128,7 +129,7 @@ def test_eqsr_parity_with_the_foundation_checker(name, kwargs, tmp_path):
             for group in model.backbone.groups:
                 group.gamma.normal_(0.0, 0.5)
     directory = export_onnx(model, tmp_path / name)
-    report = check_parity(_onnx_pipeline(directory, 2, None), model.reference(), build_cases())
+    report = check_parity(open_onnx_pipeline(directory, 2, None), model.reference(), build_cases())
     assert report.passed, report.table()
     assert len(report.results) == 13
 
@@ -139,7 +140,7 @@ def test_upstream_eqsr_checkpoint_parity(tmp_path):
 
     ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
     model = load(ckpt)
-    report = check_parity(_onnx_pipeline(export_onnx(model, tmp_path / "up"), 2, None), model.reference(),
+    report = check_parity(open_onnx_pipeline(export_onnx(model, tmp_path / "up"), 2, None), model.reference(),
                           build_cases())
     assert report.passed, report.table()
 
@@ -171,7 +172,7 @@ def test_export_is_byte_deterministic(tmp_path):
 
 def test_export_cache_is_keyed_on_the_model_code(tiny_liif_ckpt, tmp_path, monkeypatch):
     """An upgrade or local edit that changes how a model traces must not reuse an old graph."""
-    from asisr.runtime import sources
+    from asisr import sources
 
     monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
     first = sources.export_cached(tiny_liif_ckpt)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asisr.models import create, make_query
+from asisr.models import create
+from asisr.runtime.query import make_query
 
 
 def official_query_rgb(model, lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""Polygraphy comparison of the exported graphs against PyTorch, on CPU (ONNX Runtime).
+"""Stage-by-stage comparison of the exported graphs against PyTorch, and the Polygraphy flow, on CPU.
 
-Also runs the ``polygraphy run`` command documented in docs/tensorrt.md with ONNX Runtime
+The per-stage check is asisr's own engine (``check_parity(per_stage=True)``). The test also runs the ``polygraphy run`` command documented in docs/tensorrt.md with ONNX Runtime
 in place of TensorRT, so the data-loader script and the saved PyTorch outputs it relies on
 are exercised here, not only on a GPU.
 """
@@ -19,9 +19,19 @@ pytest.importorskip("polygraphy", reason="Polygraphy is not installed (pip insta
 
 from asisr.errors import UserError  # noqa: E402
 from asisr.evaluation import polygraphy_data  # noqa: E402
-from asisr.evaluation.parity import FP32_TOLERANCE  # noqa: E402
-from asisr.evaluation.polygraphy_compare import compare_stages, save_reference  # noqa: E402
-from asisr.models.query import axis_coords  # noqa: E402
+from asisr.evaluation.parity import FP32_TOLERANCE, check_parity  # noqa: E402
+from asisr.evaluation.polygraphy_data import save_reference  # noqa: E402
+from asisr.runtime.backends.onnxrt import open_onnx_pipeline  # noqa: E402
+from asisr.runtime.backends.pyt import torch_pipeline  # noqa: E402
+from asisr.runtime.query import axis_coords  # noqa: E402
+
+
+def compare_stages(model, onnx_dir, cases):
+    return check_parity(open_onnx_pipeline(onnx_dir, 1), model.reference(), cases, per_stage=True)
+
+
+def _worst(report, stage):
+    return max(r.stats.max_abs for r in report.results if r.stage == stage)
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +63,19 @@ def test_exported_graphs_match_pytorch_under_polygraphy(tiny_model, tiny_liif_on
     cases = _few_cases()
     report = compare_stages(tiny_model, tiny_liif_onnx, cases)
     assert report.passed, report.table()
-    assert [s.stage for s in report.stages] == ["backbone", "upsampler"]
-    for s in report.stages:
-        assert s.iterations == len(cases) and s.max_abs["onnxruntime"] <= FP32_TOLERANCE
+    assert [r.stage for r in report.results] == ["backbone", "upsampler"] * len(cases)
+    for stage in ("backbone", "upsampler"):
+        assert _worst(report, stage) <= FP32_TOLERANCE
     print(report.table())
 
 
 def test_polygraphy_comparison_fails_for_a_graph_of_another_model(perturbed_model, tiny_liif_onnx):
     report = compare_stages(perturbed_model, tiny_liif_onnx, _few_cases())
-    by_stage = {s.stage: s for s in report.stages}
-    assert by_stage["backbone"].passed  # untouched
-    assert not by_stage["upsampler"].passed and by_stage["upsampler"].max_abs["onnxruntime"] > FP32_TOLERANCE
-    assert not report.passed and "FAIL" in report.table()
+    assert all(r.passed for r in report.results if r.stage == "backbone")  # untouched
+    upsampler = [r for r in report.results if r.stage == "upsampler"]
+    assert not any(r.passed for r in upsampler) and _worst(report, "upsampler") > FP32_TOLERANCE
+    assert all("max abs error" in r.error for r in upsampler)
+    assert not report.passed and " NO" in report.table()
 
 
 def test_data_loader_feeds_are_real_queries_and_backbone_features(tiny_liif_onnx, monkeypatch):
@@ -95,7 +106,7 @@ def test_data_loader_feeds_are_real_queries_and_backbone_features(tiny_liif_onnx
 def test_shape_flags_parse_as_polygraphy_reads_them(tiny_liif_onnx, tiny_model, capsys):
     from polygraphy.tools.args import util as args_util
 
-    from asisr.export.profiles import default_profile
+    from asisr.runtime.backends.trt.profiles import default_profile
 
     assert polygraphy_data.main(["shapes", str(tiny_liif_onnx), "upsampler"]) == 0
     words = capsys.readouterr().out.split()
@@ -117,8 +128,9 @@ def _polygraphy(args: list[str], env: dict) -> subprocess.CompletedProcess:
 def test_polygraphy_run_compares_a_graph_with_saved_pytorch_outputs(tiny_model, perturbed_model, tiny_liif_onnx,
                                                                    tmp_path):
     """The documented ``polygraphy run ... --load-outputs torch_upsampler.json`` flow, ONNX Runtime for TensorRT."""
-    good = save_reference(tiny_model, tiny_liif_onnx, tmp_path / "good", stages=["upsampler"])
-    bad = save_reference(perturbed_model, tiny_liif_onnx, tmp_path / "bad", stages=["upsampler"])
+    good = save_reference(torch_pipeline(tiny_model), tiny_liif_onnx, tmp_path / "good", stages=["upsampler"])
+    bad = save_reference(torch_pipeline(perturbed_model), tiny_liif_onnx, tmp_path / "bad", stages=["upsampler"])
+    assert good["upsampler"].name == "torch_upsampler.json"
     env = {**os.environ, polygraphy_data.ENV_MODEL: str(tiny_liif_onnx), "OMP_NUM_THREADS": "1"}
     script = f"{polygraphy_data.__file__}:load_upsampler_data"
     common = [str(tiny_liif_onnx / "upsampler.onnx"), "--onnxrt", "--data-loader-script", script,

@@ -19,12 +19,14 @@ from asisr.calibration.sensitivity import Policy
 from asisr.errors import UserError
 from asisr.evaluation.parity import TOLERANCES, build_cases, check_parity
 from asisr.export.fp16 import convert_onnx
-from asisr.export.manifest import read_manifest
+from asisr.runtime.manifest import read_manifest
 from asisr.export.quantize import Int8Config, quantize_onnx
-from asisr.models import load, sha256_file
+from asisr.digest import sha256_file
+from asisr.models import load
 from asisr.runtime.backends.onnxrt import OnnxrtRunner, SessionFromOnnx
+from asisr.runtime.contract import BACKBONE, UPSAMPLER
 from asisr.runtime.pipeline import Pipeline
-from asisr.runtime.sources import _onnx_pipeline
+from asisr.runtime.backends.onnxrt import open_onnx_pipeline
 from tests.cli_helpers import assert_user_error, invoke
 from tests.test_calibration import make_photos
 
@@ -69,9 +71,9 @@ def _inits(path: Path) -> dict[str, np.ndarray]:
 
 
 def _pipeline(backbone: Path, upsampler: Path, like: Path) -> Pipeline:
-    p = _onnx_pipeline(like, 1, None)
-    return Pipeline(OnnxrtRunner(SessionFromOnnx(backbone, None, 1)), OnnxrtRunner(SessionFromOnnx(upsampler, None, 1)),
-                    p.descriptor, p.info)
+    p = open_onnx_pipeline(like, 1, None)
+    return Pipeline(OnnxrtRunner(SessionFromOnnx(backbone, None, 1), BACKBONE),
+                    OnnxrtRunner(SessionFromOnnx(upsampler, None, 1), UPSAMPLER), p.descriptor, p.model, p.source, p.manifest)
 
 
 def _outputs(pipeline: Pipeline, cases) -> list[np.ndarray]:
@@ -129,7 +131,7 @@ def test_int8_tensorrt_target_is_symmetric_int8_with_float_bias(tiny_liif_onnx, 
 
 
 def test_int8_passes_parity_at_the_int8_tolerance(int8_dir, tiny_liif_ckpt, photos):
-    report = check_parity(_onnx_pipeline(int8_dir, 1, None), load(tiny_liif_ckpt).reference(),
+    report = check_parity(open_onnx_pipeline(int8_dir, 1, None), load(tiny_liif_ckpt).reference(),
                           build_cases(images=photos, random_inputs=False), precision="int8")
     assert report.tolerance == TOLERANCES["int8"] and report.precision == "int8"
     assert report.passed, report.table()
@@ -207,10 +209,10 @@ def test_eqsr_light_int8_and_fp16(tiny_light_onnx, photos, tmp_path):
     int8 = quantize_onnx(tiny_light_onnx, tmp_path / "int8", photos, QUICK)
     fp16 = convert_onnx(tiny_light_onnx, tmp_path / "fp16")
     real = build_cases(images=photos, random_inputs=False)
-    q, ref = (_outputs(_onnx_pipeline(d, 1, None), real) for d in (int8, tiny_light_onnx))
+    q, ref = (_outputs(open_onnx_pipeline(d, 1, None), real) for d in (int8, tiny_light_onnx))
     assert max(np.abs(a - b).max() for a, b in zip(q, ref)) < TOLERANCES["int8"]
     cases = build_cases(images=photos)  # fp16 holds on random inputs too
-    h, ref = (_outputs(_onnx_pipeline(d, 1, None), cases) for d in (fp16, tiny_light_onnx))
+    h, ref = (_outputs(open_onnx_pipeline(d, 1, None), cases) for d in (fp16, tiny_light_onnx))
     assert min(_psnr(a, b) for a, b in zip(h, ref)) >= 50
     # the scale code's sin/cos stays float32 in the fp16 backbone; its convolutions do not
     graph = onnx.shape_inference.infer_shapes(onnx.load(str(fp16 / "backbone.onnx")))
@@ -261,11 +263,11 @@ def test_fp16_keeps_float32_io_and_coordinate_math(fp16_dir, tiny_liif_onnx):
 
 def test_fp16_output_is_within_50_db_of_fp32_and_passes_parity(fp16_dir, tiny_liif_onnx, tiny_liif_ckpt, photos):
     cases = build_cases(images=photos)
-    ref = _outputs(_onnx_pipeline(tiny_liif_onnx, 1, None), cases)
-    out = _outputs(_onnx_pipeline(fp16_dir, 1, None), cases)
+    ref = _outputs(open_onnx_pipeline(tiny_liif_onnx, 1, None), cases)
+    out = _outputs(open_onnx_pipeline(fp16_dir, 1, None), cases)
     assert all(o.dtype == np.float32 for o in out)
     assert min(_psnr(a, b) for a, b in zip(out, ref)) >= 50
-    report = check_parity(_onnx_pipeline(fp16_dir, 1, None), load(tiny_liif_ckpt).reference(), cases,
+    report = check_parity(open_onnx_pipeline(fp16_dir, 1, None), load(tiny_liif_ckpt).reference(), cases,
                           precision="fp16")
     assert report.passed and report.tolerance == TOLERANCES["fp16"], report.table()
 

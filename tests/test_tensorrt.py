@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper
 
 from asisr.errors import UserError
-from asisr.export.engine_cache import EngineCache, EngineKey, read_record, record_path, stale_reasons, write_engine
-from asisr.export.profiles import (Profile, TileLimits, check_request, default_profile, feature_window, parse_profile,
-                                   request_error)
-from asisr.export.tensorrt import BuildOptions, TrtEnvironment, engine_key, graph_precision, shipped_engines
-from asisr.runtime.tiling import lr_spans, query_spans
+from asisr.runtime.backends.trt.builder import BuildOptions, engine_key, graph_precision, shipped_engines
+from asisr.runtime.backends.trt.engine_cache import (EngineCache, EngineKey, read_record, record_path, stale_reasons,
+                                                     write_engine)
+from asisr.runtime.backends.trt.environment import TrtEnvironment, _cuda_device, current_environment
+from asisr.runtime.backends.trt.profiles import Profile, check_request, default_profile, parse_profile, request_error
+from asisr.runtime.tiling import TileLimits, feature_window, lr_spans, query_spans
 from tests.cli_helpers import assert_user_error, invoke
 
 ENV_A = TrtEnvironment("10.9.0.34", "NVIDIA H100 80GB HBM3", "9.0")
@@ -30,10 +30,15 @@ ENV_A = TrtEnvironment("10.9.0.34", "NVIDIA H100 80GB HBM3", "9.0")
 
 def _have_trt_and_gpu() -> bool:
     try:
-        import tensorrt  # noqa: F401
-    except Exception:
+        current_environment()
+    except UserError:
         return False
-    return torch.cuda.is_available()
+    return True
+
+
+def _gpu_missing() -> str | None:
+    """Why there is no usable GPU here (cuda-python missing, or no device), as the probe says it; None if there is one."""
+    return _cuda_device()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def tiny_model(tiny_liif_ckpt):
 # ---------------------------------------------------------------- profiles: defaults and parsing
 
 def test_default_profile_covers_the_tiles_it_is_derived_from(tiny_model):
-    from asisr.export.profiles import DEFAULT_LR_TILE, DEFAULT_OUT_TILE
+    from asisr.runtime.backends.trt.profiles import DEFAULT_LR_TILE, DEFAULT_OUT_TILE
 
     d = tiny_model.descriptor
     p = default_profile(d)
@@ -144,6 +149,9 @@ class _Recorder:
     def __init__(self, runner, log):
         self.runner, self.log = runner, log
 
+    def __getattr__(self, name):  # stage, backend, tile costs, memory release: the real runner's
+        return getattr(self.runner, name)
+
     def activate(self):
         self.runner.activate()
 
@@ -156,7 +164,7 @@ class _Recorder:
 
 
 def _recorded_upscale(onnx_dir, image, out_hw, limits):
-    from asisr.runtime.sources import open_pipeline
+    from asisr.sources import open_pipeline
     from asisr.runtime.upscaler import Upscaler
 
     pipeline = open_pipeline(onnx_dir, "onnxruntime", threads=1)
@@ -164,7 +172,8 @@ def _recorded_upscale(onnx_dir, image, out_hw, limits):
     pipeline.backbone = _Recorder(pipeline.backbone, log["backbone"])
     pipeline.upsampler = _Recorder(pipeline.upsampler, log["upsampler"])
     if limits is not None:
-        pipeline.info["tile_limits"] = limits
+        for runner in (pipeline.backbone, pipeline.upsampler):
+            runner.tile_limits = limits
     with Upscaler(pipeline, tile=256, lr_tile=1024) as up:
         out = up.upscale_to(image, out_hw)
     return out, log
@@ -303,7 +312,7 @@ def _fake_trt_dir(tmp_path, onnx_dir, env, profile):
     """An exported directory whose manifest lists engines recorded for ``env`` (their bytes are placeholders)."""
     import shutil
 
-    from asisr.export.manifest import read_manifest, write_manifest
+    from asisr.runtime.manifest import read_manifest, write_manifest
 
     directory = tmp_path / "model_trt"
     shutil.copytree(onnx_dir, directory)
@@ -321,7 +330,7 @@ def _fake_trt_dir(tmp_path, onnx_dir, env, profile):
 
 
 def test_shipped_engines_are_used_only_for_their_own_tensorrt_gpu_and_graph(tmp_path, tiny_liif_onnx, tiny_model):
-    from asisr.export.manifest import read_manifest
+    from asisr.runtime.manifest import read_manifest
 
     profile = default_profile(tiny_model.descriptor)
     directory = _fake_trt_dir(tmp_path, tiny_liif_onnx, ENV_A, profile)
@@ -387,11 +396,11 @@ def test_export_tensorrt_without_tensorrt_or_gpu_is_one_line_and_writes_nothing(
 
     out = tmp_path / "model_trt"
     code, _, err = invoke(main, ["--format", "tensorrt", "--out", out, *extra], capsys)
-    missing = "TensorRT is not installed" if not _importable("tensorrt") else "no CUDA GPU is available"
+    missing = "TensorRT is not installed" if not _importable("tensorrt") else _gpu_missing()
     assert_user_error(code, err, missing)
     assert "TensorRT engines cannot be built or run here" in err
-    if not torch.cuda.is_available():
-        assert "no CUDA GPU is available" in err
+    if _gpu_missing():  # both reasons are named, not only the first
+        assert _gpu_missing() in err
     assert list(tmp_path.iterdir()) == []  # no output, no staging directory left behind
 
 
@@ -454,10 +463,11 @@ def _importable(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def trt_gpu():
-    if not torch.cuda.is_available():
-        no_trt = "" if _importable("tensorrt") else "TensorRT is not installed, and it "
-        pytest.skip(f"{no_trt}needs a CUDA GPU: torch.cuda.is_available() is False")
-    return pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'asisr[tensorrt]')")
+    try:
+        current_environment()
+    except UserError as e:
+        pytest.skip(str(e))
+    return pytest.importorskip("tensorrt")
 
 
 @pytest.fixture(scope="module")
@@ -470,8 +480,7 @@ def tiny_engines(trt_gpu, tiny_liif_onnx, tmp_path_factory):
 
 
 def test_gpu_export_records_engines_profile_and_environment(trt_gpu, tiny_engines, tiny_model):
-    from asisr.export.manifest import read_manifest
-    from asisr.export.tensorrt import current_environment
+    from asisr.runtime.manifest import read_manifest
 
     manifest = read_manifest(tiny_engines)
     info = manifest.data["tensorrt"]
@@ -486,7 +495,7 @@ def test_gpu_export_records_engines_profile_and_environment(trt_gpu, tiny_engine
 
 def test_gpu_engine_parity_with_pytorch(trt_gpu, tiny_engines, tiny_model):
     from asisr.evaluation.parity import FP32_TOLERANCE, build_cases, check_parity
-    from asisr.runtime.sources import open_pipeline
+    from asisr.sources import open_pipeline
 
     report = check_parity(open_pipeline(tiny_engines, "tensorrt"), tiny_model.reference(), build_cases())
     assert report.passed, report.table()
@@ -494,7 +503,7 @@ def test_gpu_engine_parity_with_pytorch(trt_gpu, tiny_engines, tiny_model):
 
 
 def test_gpu_engine_refuses_a_request_outside_its_profile(trt_gpu, tiny_engines):
-    from asisr.runtime.sources import open_pipeline
+    from asisr.sources import open_pipeline
 
     with open_pipeline(tiny_engines, "tensorrt") as pipeline:
         limit = pipeline.upsampler.profile_ranges()["features"][2][2]
@@ -506,7 +515,7 @@ def test_gpu_engine_refuses_a_request_outside_its_profile(trt_gpu, tiny_engines)
 
 def test_gpu_upscaler_fits_a_small_profile_and_matches_torch(trt_gpu, tiny_liif_onnx, tiny_liif_ckpt, tmp_path):
     from asisr.export.tensorrt import export_tensorrt
-    from asisr.runtime.sources import open_pipeline
+    from asisr.sources import open_pipeline
     from asisr.runtime.upscaler import Upscaler
 
     small = export_tensorrt(tmp_path / "small", onnx_dir=tiny_liif_onnx,
@@ -523,7 +532,7 @@ def test_gpu_upscaler_fits_a_small_profile_and_matches_torch(trt_gpu, tiny_liif_
 def test_gpu_stale_engines_are_rebuilt_in_the_cache(trt_gpu, tiny_engines, tmp_path, monkeypatch):
     import shutil
 
-    from asisr.runtime.sources import open_pipeline
+    from asisr.sources import open_pipeline
 
     monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
     moved = tmp_path / "moved"
@@ -533,6 +542,6 @@ def test_gpu_stale_engines_are_rebuilt_in_the_cache(trt_gpu, tiny_engines, tmp_p
     record_path(moved / "upsampler.engine").write_text(json.dumps(record))
     with pytest.warns(UserWarning, match="upsampler engine is stale: TensorRT version"):
         pipeline = open_pipeline(moved, "tensorrt")
-    assert all(Path(p).parent == tmp_path / "cache" / "tensorrt" for p in pipeline.info["engines"].values())
+    assert all(Path(p).parent == tmp_path / "cache" / "tensorrt" for p in pipeline.files.values())
     with pipeline:
         assert pipeline.features(np.zeros((1, 3, 8, 8), np.float32), np.ones((1, 2), np.float32)).shape == (1, 16, 8, 8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from asisr.imageio import read_image
-from asisr.runtime import open_upscaler
+from asisr.sources import open_upscaler
 from asisr.runtime.tiling import lr_spans, query_spans
 from tests.conftest import SET14, need
 
@@ -40,7 +40,15 @@ def test_tiled_equals_untiled_on_set14_x3_7(liif_ckpt, backend, tmp_path, monkey
 
 from asisr.errors import UserError  # noqa: E402
 from asisr.runtime import upscaler as upscaler_module  # noqa: E402
-from asisr.runtime.tiling import TileGeometry, parse_memory, plan_tiles, tile_costs  # noqa: E402
+from asisr.runtime.backends.onnxrt import OnnxrtRunner  # noqa: E402
+from asisr.runtime.backends.pyt import TorchRunner  # noqa: E402
+from asisr.runtime.tiling import TileGeometry, parse_memory, plan_tiles  # noqa: E402
+
+
+def tile_costs(channels, backend, declared=None):
+    """The planner's costs as the backend's runner declares them, with a model's declared numbers."""
+    return {"torch": TorchRunner, "onnxruntime": OnnxrtRunner}[backend].tile_costs(channels).declared(declared)
+
 
 FRAME_X2 = TileGeometry(1080, 1920, 2160, 3840, channels=64, halo=34, lr_reach=2)  # the default LIIF on 4K
 
@@ -93,7 +101,8 @@ class _CountingPipeline:
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_streamed_features_are_bit_identical(tiny_liif_ckpt, tiny_liif_onnx, backend, monkeypatch):
-    from asisr.runtime import Upscaler, open_pipeline
+    from asisr.runtime.upscaler import Upscaler
+    from asisr.sources import open_pipeline
 
     live = []
     original = upscaler_module._FeatureBands.window

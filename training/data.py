@@ -15,7 +15,10 @@ from PIL import Image
 
 from asisr.errors import UserError
 from asisr.imageio import IMAGE_SUFFIXES
-from asisr.models.query import axis_coords
+from asisr.runtime import contract
+from asisr.runtime.query import axis_coords
+
+HR = "hr"  # the ground-truth pixels at the queried positions, beside the model's inputs
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class MixedScaleDataset(torch.utils.data.Dataset):
         if flip_h:
             crop = crop[:, ::-1]
         crop = np.ascontiguousarray(crop)
-        lr = np.asarray(Image.fromarray(crop).resize((c.patch, c.patch), Image.BICUBIC))
+        lr = np.asarray(Image.fromarray(crop).resize((c.patch, c.patch), Image.Resampling.BICUBIC))
         p = c.patch
         if c.query == "window":
             y0, x0 = rng.integers(hr_h - p + 1), rng.integers(hr_w - p + 1)
@@ -106,11 +109,11 @@ class MixedScaleDataset(torch.utils.data.Dataset):
         cols = axis_coords(p, hr_w)[ci]
         hr = crop[ri][:, ci]
         return {
-            "lr": torch.from_numpy(lr.transpose(2, 0, 1).astype(np.float32) / 255.0),
-            "scale": torch.tensor([hr_h / p, hr_w / p], dtype=torch.float32),
-            "rows": torch.from_numpy(rows.astype(np.float32)),
-            "cols": torch.from_numpy(cols.astype(np.float32)),
-            "hr": torch.from_numpy(hr.transpose(2, 0, 1).astype(np.float32) / 255.0),
+            contract.LR: torch.from_numpy(lr.transpose(2, 0, 1).astype(np.float32) / 255.0),
+            contract.SCALE: torch.tensor([hr_h / p, hr_w / p], dtype=torch.float32),
+            contract.ROWS: torch.from_numpy(rows.astype(np.float32)),
+            contract.COLS: torch.from_numpy(cols.astype(np.float32)),
+            HR: torch.from_numpy(hr.transpose(2, 0, 1).astype(np.float32) / 255.0),
         }
 
 

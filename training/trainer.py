@@ -20,7 +20,8 @@ import torch
 from asisr.atomic import atomic_path
 from asisr.errors import UserError
 from asisr.models import create, save
-from asisr.training.data import MixedScaleDataset, SamplingConfig, SequentialFrom, list_training_images, load_hr
+from asisr.runtime import contract
+from asisr.training.data import HR, MixedScaleDataset, SamplingConfig, SequentialFrom, list_training_images, load_hr
 
 
 @dataclass
@@ -214,8 +215,8 @@ class Trainer:
         it = start
         for batch in loader:
             batch = {k: v.to(cfg.device) for k, v in batch.items()}
-            pred = model(batch["lr"], batch["scale"], batch["rows"], batch["cols"])
-            loss = torch.nn.functional.l1_loss(pred, batch["hr"])
+            pred = model(*(batch[name] for name in contract.MODEL_INPUTS))
+            loss = torch.nn.functional.l1_loss(pred, batch[HR])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asisr.cache import cache_dir
+from asisr.digest import sha256_file
 from asisr.errors import UserError
-from asisr.runtime.backends.base import Runner
+from asisr.runtime.contract import StageSpec
+from asisr.runtime.runner import Runner
+
+if TYPE_CHECKING:
+    from asisr.runtime.pipeline import Pipeline
 
 # Execution providers by the short names the CLI accepts, in order of preference.
 PROVIDERS = {
@@ -51,9 +58,6 @@ def tensorrt_ep_options(graph: str | Path) -> dict:
     is keyed by the graph's sha256: a re-exported model never picks up a stale engine.
     """
     import onnxruntime as ort
-
-    from asisr.models.checkpoint import sha256_file
-    from asisr.runtime.sources import cache_dir
 
     root = cache_dir() / "ort-tensorrt" / f"ort{ort.__version__}"
     engines = root / sha256_file(graph)[:20]
@@ -109,7 +113,7 @@ class SessionFromOnnx:
 class OnnxrtRunner(Runner):
     """Runs one ONNX Runtime session.
 
-    ``shrink_arena`` returns the CPU arena's unused chunks to the OS at the end of every run.
+    Releasing memory after runs (``release_memory_after_runs``) returns the CPU arena's unused chunks to the OS at the end of every run.
     Without it a session keeps its arena grown to its largest input (plus every extension
     chunk, e.g. after a small warm-up call) for its lifetime. ``Upscaler`` turns it on for the
     backbone, whose tiles are few and large: on the bundled LIIF a tiled 1000x560 -> 2000x1120
@@ -118,19 +122,28 @@ class OnnxrtRunner(Runner):
     working set each time added 21 s of system CPU time to a 285 s 4K upscale).
     """
 
-    def __init__(self, session_loader, name: str = "onnxruntime", shrink_arena: bool = False):
-        super().__init__()
+    backend = "onnxruntime"
+
+    def __init__(self, session_loader, stage: StageSpec, name: str | None = None):
+        super().__init__(stage, name)
         self.session_loader = session_loader
-        self.name = name
         self.session = None
-        self.shrink_arena = shrink_arena
+        self.shrink_arena = False
         self._run_options: dict[bool, object] = {}
+
+    def release_memory_after_runs(self, enabled: bool) -> None:
+        self.shrink_arena = bool(enabled)
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
 
         self.session = self.session_loader()
         self.output_names = [o.name for o in self.session.get_outputs()]
+        wrong = self.stage.check_names([i.name for i in self.session.get_inputs()], self.output_names,
+                                       f"ONNX graph {getattr(self.session_loader, 'path', self.name)}")
+        if wrong:
+            self.session = None
+            raise UserError(wrong)
         plain, shrinking = ort.RunOptions(), ort.RunOptions()
         arena = getattr(self.session_loader, "mem_arena", True)  # shrinking a session without one is an error
         if arena and "CPUExecutionProvider" in self.session.get_providers():
@@ -141,6 +154,21 @@ class OnnxrtRunner(Runner):
         self.session = None
 
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()},
+        outs = self.session.run(self.output_names, {k: np.ascontiguousarray(feeds[k], dtype=np.float32)
+                                                    for k in self.stage.input_names},
                                 self._run_options[bool(self.shrink_arena)])
         return dict(zip(self.output_names, outs))
+
+
+def open_onnx_pipeline(directory: str | Path, threads: int | None = None,
+                       providers: list[str] | None = None) -> "Pipeline":
+    """A ``Pipeline`` of ONNX Runtime sessions for an exported directory (its manifest verified first)."""
+    from asisr.runtime import contract
+    from asisr.runtime.manifest import read_manifest
+    from asisr.runtime.pipeline import Pipeline
+
+    manifest = read_manifest(directory)
+    backbone, upsampler = (OnnxrtRunner(SessionFromOnnx(manifest.graph_path(s.name), providers, threads), s)
+                           for s in contract.STAGES)
+    return Pipeline(backbone, upsampler, manifest.model_descriptor(), manifest.model, Path(directory), manifest,
+                    files={s.name: manifest.graph_path(s.name) for s in contract.STAGES})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from asisr.runtime.backends.base import Runner
+from asisr.runtime.contract import StageSpec
+from asisr.runtime.runner import Runner
 
 
 class TorchRunner(Runner):
@@ -19,15 +21,16 @@ class TorchRunner(Runner):
     backend stays the bit-stable reference.
     """
 
-    def __init__(self, module_loader: Callable[[], torch.nn.Module], input_names: Sequence[str],
-                 output_names: Sequence[str], device: str = "cpu", name: str = "torch", channels_last: bool = False):
-        super().__init__()
+    backend = "torch"
+    # torch frees between calls but peaks higher inside one (asisr.bench.memory measurements).
+    memory_model = (40.0, 8192.0, 56.0, 64 << 20)
+
+    def __init__(self, module_loader: Callable[[], torch.nn.Module], stage: StageSpec, device: str = "cpu",
+                 name: str | None = None, channels_last: bool = False):
+        super().__init__(stage, name)
         self.channels_last = channels_last
         self.module_loader = module_loader
-        self.input_names = list(input_names)
-        self.output_names = list(output_names)
         self.device = torch.device(device)
-        self.name = name
         self.module: torch.nn.Module | None = None
 
     def activate_impl(self) -> None:
@@ -40,9 +43,25 @@ class TorchRunner(Runner):
 
     @torch.no_grad()
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.stage.input_names]
         if self.channels_last:
             args = [a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args]
         out = self.module(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return {n: o.detach().float().contiguous().cpu().numpy() for n, o in zip(self.output_names, outs)}
+        return {n: o.detach().float().contiguous().cpu().numpy() for n, o in zip(self.stage.output_names, outs)}
+
+
+def torch_pipeline(model, device: str = "cpu", threads: int | None = None, channels_last: bool = False):
+    """A ``Pipeline`` running an ``asisr.models.SRModel``'s two stages in PyTorch (the reference backend).
+
+    ``channels_last``: the backbone runs in NHWC memory format (see ``TorchRunner``).
+    """
+    from asisr.runtime import contract
+    from asisr.runtime.pipeline import Pipeline
+
+    if threads:
+        torch.set_num_threads(threads)
+    backbone = TorchRunner(lambda: model.backbone, contract.BACKBONE, device, channels_last=channels_last)
+    upsampler = TorchRunner(lambda: model.upsampler, contract.UPSAMPLER, device)
+    source = getattr(model, "checkpoint_path", None)
+    return Pipeline(backbone, upsampler, model.descriptor, model.name, Path(source) if source else None)

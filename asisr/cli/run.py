@@ -18,7 +18,8 @@ HELP = (
     "  asisr-run photo.png --scale 3 --out photo_x3.png\n\n"
     "  asisr-run photo.png --scale 2x3.5 --out wide.png   (height x width)\n\n"
     "  asisr-run frame.png --size 3840x2160 --out frame_4k.png\n\n"
-    "  asisr-run photos/ --scale 2.5 --out photos_x2.5/ --model liif.pth --backend onnxruntime\n\n"
+    "  asisr-run photos/ --scale 2.5 --out photos_x2.5/ --model liif_onnx/\n\n"
+    "  asisr-run photo.png --scale 4 --out x4.png --model liif.pth --backend torch\n\n"
     "A folder run skips images whose output already exists, so an interrupted run can be restarted."
 )
 app = make_app(HELP)
@@ -32,7 +33,8 @@ def run(
     size: Optional[str] = typer.Option(None, "--size", help="Output size WIDTHxHEIGHT instead of --scale."),
     model: Optional[Path] = typer.Option(None, "--model", "-m",
                                          help="Checkpoint (.pth/.pt) or exported ONNX directory; default: bundled model."),
-    backend: str = typer.Option("torch", "--backend", "-b", help="torch or onnxruntime."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b",
+                                help="onnxruntime (default; no PyTorch needed for exported models), torch or tensorrt."),
     provider: Optional[list[str]] = typer.Option(None, "--provider",
                                                  help="ONNX Runtime execution provider: cpu, cuda, tensorrt (repeatable)."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Output tile edge in pixels (bounds memory)."),
@@ -64,7 +66,7 @@ def run(
             out = out / input.name
         jobs = [(input, check_writable(out, overwrite))]
         image = read_image(input)  # decoded once, before loading a model, so a bad input fails first
-    from asisr.runtime import open_upscaler
+    from asisr.sources import open_upscaler
 
     upscaler = open_upscaler(model, backend=backend, threads=threads, tile=tile, max_scale=max_scale,
                              providers=provider, max_memory=budget)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from asisr.errors import UserError
-from asisr.export.manifest import STAGES
+from asisr.runtime import contract
+from asisr.runtime.tiling import TileLimits, feature_window, tile_halo
 
 HW = tuple[int, int]
 Range = tuple[HW, HW, HW]  # min, opt, max
@@ -77,18 +78,19 @@ class Profile:
 
     def shapes(self, stage: str, channels: int) -> dict[str, ShapeRange]:
         """Per-input (min, opt, max) shapes of one graph, in the graph's input order."""
-        b = self.batch
-        if stage == "backbone":
-            return {"lr": tuple((b[i], 3, *self.lr[i]) for i in range(3)),
-                    "scale": tuple((b[i], 2) for i in range(3))}
-        if stage == "upsampler":
-            return {"features": tuple((b[i], channels, *self.feat[i]) for i in range(3)),
-                    "scale": tuple((b[i], 2) for i in range(3)),
-                    "rows": tuple((b[i], self.out[i][0]) for i in range(3)),
-                    "cols": tuple((b[i], self.out[i][1]) for i in range(3))}
-        raise ValueError(f"unknown stage {stage!r}")
+        spec = contract.stage(stage)
+        ranges = []
+        for i in range(3):
+            sizes = {contract.BATCH: self.batch[i], contract.CHANNELS: channels}
+            for axis in contract.BATCH, contract.LR_HEIGHT, contract.LR_WIDTH, contract.OUT_HEIGHT, contract.OUT_WIDTH:
+                key = profile_key(stage, axis)
+                if key in ("lr", "feat", "out"):
+                    sizes[axis] = getattr(self, key)[i][0 if axis.endswith("height") else 1]
+            ranges.append(sizes)
+        return {t.name: tuple(t.shape(ranges[i]) for i in range(3)) for t in spec.inputs}
 
-    def limits(self) -> "TileLimits":
+    def limits(self) -> TileLimits:
+        """The largest tiles an engine built with this profile runs; the ``Upscaler`` shrinks its tiles to fit."""
         return TileLimits(lr_max=self.lr[2], feat_max=self.feat[2], out_max=self.out[2])
 
 
@@ -145,11 +147,6 @@ def parse_profile(text: str | None, base: Profile) -> Profile:
     return Profile.from_dict(values)
 
 
-def feature_window(out_len: int, scale: float, lr_reach: int) -> int:
-    """Most LR feature pixels an output window of ``out_len`` pixels reads at ``scale`` (see tiling.query_spans)."""
-    return math.ceil((out_len - 1) / scale) + 2 * lr_reach + 2
-
-
 def default_profile(descriptor, tile: int | None = None, lr_tile: int | None = None,
                     batch: tuple[int, int, int] = DEFAULT_BATCH) -> Profile:
     """The profile for ``Upscaler`` tiles of ``tile`` output px and ``lr_tile`` LR px, scales >= x1.
@@ -159,7 +156,6 @@ def default_profile(descriptor, tile: int | None = None, lr_tile: int | None = N
     ``Upscaler`` shrinks planned tiles that would not fit (``TileLimits``).
     """
     tile, lr_tile = int(tile or DEFAULT_OUT_TILE), int(lr_tile or DEFAULT_LR_TILE)
-    from asisr.runtime.tiling import tile_halo
 
     lr_max = lr_tile + 2 * tile_halo(descriptor)
     out_max = tile + 2 * int(descriptor.upsampler_hr_reach)
@@ -172,71 +168,15 @@ def default_profile(descriptor, tile: int | None = None, lr_tile: int | None = N
                    (sq(1), sq(out_max), sq(out_max)))
 
 
-@dataclass(frozen=True)
-class TileLimits:
-    """The largest tiles a pipeline accepts; ``Upscaler`` shrinks its planned tiles to fit them."""
-
-    lr_max: HW
-    feat_max: HW
-    out_max: HW
-
-    def fit(self, plan, lr_hw: HW, out_hw: HW, descriptor, halo: int):
-        """``plan`` (a ``TilePlan``) with its tile edges shrunk so every request fits these limits."""
-        tile = self.out_tile(plan.tile, lr_hw, out_hw, descriptor.upsampler_lr_reach, descriptor.upsampler_hr_reach)
-        lr_tile = self.lr_tile(plan.lr_tile, halo)
-        return plan if (tile, lr_tile) == (plan.tile, plan.lr_tile) else replace(plan, tile=tile, lr_tile=lr_tile)
-
-    def lr_tile(self, tile: int, halo: int) -> int:
-        """Backbone tile edge so a tile plus its halo on both sides fits ``lr_max``."""
-        t = min(tile, min(self.lr_max) - 2 * halo)
-        if t < 1:
-            raise UserError(f"the engine's profile allows backbone tiles of at most {_fmt(self.lr_max)} LR px, "
-                            f"too small for this model's {halo} px halo on each side; rebuild it with a larger "
-                            "--profile lr=...")
-        return t
-
-    def out_tile(self, tile: int, lr_hw: HW, out_hw: HW, lr_reach: int, hr_reach: int) -> int:
-        """Upsampler tile edge so every output window and the features it reads fit, on both axes."""
-        while True:  # until neither axis shrinks it further (a smaller tile is re-checked on both axes)
-            fitted = tile
-            for lr_len, out_len, o_max, f_max in zip(lr_hw, out_hw, self.out_max, self.feat_max):
-                fitted = self._out_tile(fitted, lr_len, out_len, o_max, f_max, lr_reach, hr_reach)
-            if fitted == tile:
-                return tile
-            tile = fitted
-
-    @staticmethod
-    def _out_tile(tile: int, lr_len: int, out_len: int, out_max: int, feat_max: int, lr_reach: int,
-                  hr_reach: int) -> int:
-        from asisr.runtime.tiling import query_spans
-
-        scale = out_len / lr_len
-        t = min(tile, out_max - 2 * hr_reach, math.floor((feat_max - 2 * lr_reach - 2) * scale) - 2 * hr_reach + 1)
-        while t >= 1:  # the bound above is exact up to rounding; confirm on the real spans
-            spans = query_spans(lr_len, out_len, t, lr_reach, hr_reach)
-            if max(s.lr_hi - s.lr_lo for s in spans) <= feat_max:
-                return t
-            t -= 1
-        raise UserError(f"the engine's profile allows upsampler feature windows of at most {feat_max} LR px and "
-                        f"output tiles of {out_max} px, too small for this model at scale {scale:g}; rebuild it "
-                        "with a larger --profile feat=... / out=...")
-
-
 # -- checking one request ---------------------------------------------------------------------------
 
-def stage_axes(stage: str) -> dict[str, tuple]:
-    """Axis names of a graph's inputs, as the exporter names them (``batch``, ``lr_height``, 3, ...)."""
-    from asisr.export.onnx import BACKBONE_INPUTS, UPSAMPLER_INPUTS
-
-    return {"backbone": BACKBONE_INPUTS, "upsampler": UPSAMPLER_INPUTS}[stage]
-
-
-def _profile_key(stage: str, axis: object) -> str | None:
-    if axis == "batch":
+def profile_key(stage: str, axis: object) -> str | None:
+    """Which profile entry bounds a contract axis: LR axes are backbone tiles or upsampler feature windows."""
+    if axis == contract.BATCH:
         return "batch"
-    if axis in ("lr_height", "lr_width"):
-        return "lr" if stage == "backbone" else "feat"
-    if axis in ("out_height", "out_width"):
+    if axis in (contract.LR_HEIGHT, contract.LR_WIDTH):
+        return "lr" if stage == contract.BACKBONE.name else "feat"
+    if axis in (contract.OUT_HEIGHT, contract.OUT_WIDTH):
         return "out"
     return None
 
@@ -244,7 +184,7 @@ def _profile_key(stage: str, axis: object) -> str | None:
 def request_error(stage: str, shapes: Mapping[str, Sequence[int]], ranges: Mapping[str, ShapeRange],
                   backend: str = "tensorrt") -> str | None:
     """Why one request (input name -> shape) does not fit an engine's profile ranges; None when it fits."""
-    axes = stage_axes(stage) if stage in STAGES else {}
+    axes = {t.name: t.axes for t in contract.stage(stage).inputs} if stage in contract.STAGE_NAMES else {}
     seen: dict[str, tuple[str, int]] = {}
     for name, (lo, _, hi) in ranges.items():
         if name not in shapes:
@@ -259,7 +199,7 @@ def request_error(stage: str, shapes: Mapping[str, Sequence[int]], ranges: Mappi
             if a == b and not a <= v <= b:
                 return f"{backend} {stage}: {what} is {v}, but the engine was built for exactly {a}"
             if not a <= v <= b:
-                key = _profile_key(stage, label)
+                key = profile_key(stage, label)
                 hint = (f"; rebuild the engine with a wider --profile {key}=..." if key else "")
                 if key in ("lr", "feat", "out") and v > b:
                     hint += " or use smaller tiles"

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asisr.errors import UserError
-from asisr.models.checkpoint import sha256_file
+from asisr.digest import sha256_file
+from asisr.runtime.contract import STAGE_NAMES
+from asisr.runtime.descriptor import ModelDescriptor
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-STAGES = ("backbone", "upsampler")  # the two graphs of an exported model, in data-flow order
 
 
 @dataclass
@@ -33,6 +34,13 @@ class Manifest:
     @property
     def descriptor(self) -> dict:
         return self.data["model"]["descriptor"]
+
+    @property
+    def precision(self) -> str:
+        return self.data.get("precision", "fp32")
+
+    def model_descriptor(self) -> ModelDescriptor:
+        return ModelDescriptor.from_dict(self.descriptor)
 
     def require_fp32(self, what: str) -> None:
         """Reduced-precision exports start from fp32 graphs, never from each other."""
@@ -69,6 +77,8 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         raise UserError(f"corrupt manifest {path}: {type(e).__name__}: {e}") from None
     if data.get("format_version") != FORMAT_VERSION:
         raise UserError(f"manifest {path} has format version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if sorted(graphs) != sorted(STAGE_NAMES):
+        raise UserError(f"manifest {path} lists graphs {sorted(graphs)}; an asisr model has {', '.join(STAGE_NAMES)}")
     if verify:
         for stage, info in graphs.items():
             graph = directory / info["file"]

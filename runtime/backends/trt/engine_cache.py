@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from asisr.atomic import atomic_path
-from asisr.models.checkpoint import sha256_file
+from asisr.digest import sha256_file
 
 RECORD_VERSION = 1
 RECORD_SUFFIX = ".json"

@@ -23,7 +23,11 @@ HELP = (
     "report max / mean / p99 absolute error and PSNR per case. Exits 1 past the tolerance.\n\n"
     "Examples:\n\n"
     "  asisr-parity liif_onnx/ --checkpoint edsr-baseline-liif.pth\n\n"
-    "  asisr-parity --checkpoint edsr-baseline-liif.pth --images Set5/   (exports to a temp dir first)"
+    "  asisr-parity --checkpoint edsr-baseline-liif.pth --images Set5/\n"
+    "      (exports to a temp dir first)\n\n"
+    "  asisr-parity liif_trt/ -c edsr-baseline-liif.pth --backend tensorrt --per-stage\n\n"
+    "  asisr-parity liif_onnx/ -c edsr-baseline-liif.pth --save-polygraphy-reference ref/\n"
+    "      (PyTorch outputs for polygraphy run --load-outputs; docs/tensorrt.md)"
 )
 app = make_app(HELP)
 
@@ -32,7 +36,12 @@ app = make_app(HELP)
 def parity(
     model_dir: Optional[Path] = typer.Argument(None, help="Exported model directory; omitted: export CHECKPOINT now."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="The PyTorch reference checkpoint."),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="Backend under test: onnxruntime."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="Backend under test: onnxruntime or tensorrt."),
+    per_stage: bool = typer.Option(False, "--per-stage", help="Check each graph alone: the upsampler gets the "
+                                                              "reference backbone's features."),
+    polygraphy_ref: Optional[Path] = typer.Option(None, "--save-polygraphy-reference",
+                                                  help="Also write PyTorch's outputs on the Polygraphy data loader's "
+                                                       "feeds here (torch_backbone.json, torch_upsampler.json)."),
     provider: Optional[list[str]] = typer.Option(None, "--provider", help="ONNX Runtime provider: cpu, cuda, tensorrt."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of real images to crop test inputs from."),
     shapes: str = typer.Option(",".join(f"{h}x{w}" for h, w in DEFAULT_SHAPES), "--shapes", help="LR shapes HxW, comma-separated."),
@@ -43,13 +52,18 @@ def parity(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
 ) -> None:
+    from asisr.digest import sha256_file
     from asisr.evaluation.parity import build_cases, check_parity
-    from asisr.export.manifest import read_manifest
-    from asisr.models import load, sha256_file
-    from asisr.runtime.sources import _onnx_pipeline, bundled_default
+    from asisr.runtime.manifest import read_manifest
+    from asisr.sources import bundled_default, open_pipeline, require_torch
 
-    if backend != "onnxruntime":
-        raise UserError(f"backend {backend!r} cannot be parity-checked yet (available: onnxruntime)")
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UserError(f"backend {backend!r} cannot be parity-checked (choose onnxruntime or tensorrt; "
+                        "torch is the reference)")
+    require_torch("asisr-parity (PyTorch is the reference)")
+    from asisr.models import load
+    from asisr.runtime.backends.pyt import torch_pipeline
+
     try:
         shape_list = [tuple(int(v) for v in s.lower().split("x")) for s in shapes.split(",")]
         assert all(len(s) == 2 and min(s) >= 2 for s in shape_list)
@@ -60,7 +74,9 @@ def parity(
         raise UserError(f"--images is not a folder: {images}")
     if json_out is not None and json_out.exists():
         raise UserError(f"output exists: {json_out}")
-    ckpt = checkpoint if checkpoint is not None else bundled_default()
+    if polygraphy_ref is not None and polygraphy_ref.exists():
+        raise UserError(f"output exists: {polygraphy_ref}")
+    ckpt = checkpoint if checkpoint is not None else bundled_default("torch")
     model = load(ckpt)
     with tempfile.TemporaryDirectory(prefix="asisr-parity-") as tmp:
         if model_dir is None:
@@ -71,13 +87,19 @@ def parity(
         recorded = manifest.data["model"].get("checkpoint_sha256")
         if recorded and recorded != sha256_file(ckpt):
             raise UserError(f"{model_dir} was exported from a different checkpoint than {ckpt} (sha256 differs)")
-        precision = manifest.data.get("precision", "fp32")
+        precision = manifest.precision
         if precision == "int8" and images is None:
             raise UserError("an int8 model is checked on real images: give --images DIR (random inputs fall "
                             "outside its calibrated ranges)")
         cases = build_cases(shape_list, scale_list, images, random_inputs=precision != "int8")
-        report = check_parity(_onnx_pipeline(Path(model_dir), threads, provider), model.reference(), cases, tolerance,
-                              precision)
+        candidate = open_pipeline(model_dir, backend, threads, provider)
+        report = check_parity(candidate, torch_pipeline(model.reference()), cases, tolerance, precision,
+                              per_stage=per_stage)
+        if polygraphy_ref is not None:
+            from asisr.evaluation.polygraphy_data import save_reference
+
+            for stage, path in save_reference(torch_pipeline(model.reference()), model_dir, polygraphy_ref).items():
+                typer.echo(f"saved PyTorch {stage} outputs to {path}")
     typer.echo(f"parity: {manifest.model} {precision} ({model_dir}) on {backend} vs fp32 PyTorch reference ({ckpt})")
     typer.echo(report.table())
     if json_out is not None:

@@ -84,7 +84,7 @@ def eval_cmd(
              "Default: the bundled default model.")] = None,
     backend: Annotated[Optional[str], typer.Option(
         "--backend", "-b", metavar="NAME",
-        help="Inference backend: torch | onnxruntime. Default: torch.")] = None,
+        help="Inference backend: onnxruntime | torch | tensorrt. Default: onnxruntime.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", "-t", metavar="N", help="CPU threads for inference.")] = None,
     tile: Annotated[Optional[int], typer.Option(
@@ -137,11 +137,11 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
     if json_out is not None:
         check_output_path(json_out, overwrite)
     ref_data = _read_reference(reference) if reference is not None else None
-    runtime = None
+    sources = None
     if not bicubic:
-        import asisr.runtime as runtime
+        import asisr.sources as sources
 
-        known = runtime.BACKENDS
+        known = sources.BACKENDS
         if backend is not None:
             backend = backend.strip().lower()
             if backend not in known:
@@ -167,7 +167,8 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
         # them. round(h * s) / h exceeds s by at most 0.5 / h, hence the margin (EQ's
         # round(H * s) / H for the HR image itself stays within it too).
         max_scale = max(max(sh, sw) for sh, sw in pairs + eq_pairs) + 0.5
-        up = runtime.open_upscaler(model, backend=backend or "torch", threads=threads, tile=tile, max_scale=max_scale)
+        up = sources.open_upscaler(model, backend=backend or sources.DEFAULT_BACKEND, threads=threads, tile=tile,
+                                   max_scale=max_scale)
         with up:
             results, eq_results = measure(up.upscale_to, _model_name(up))
 
@@ -202,10 +203,7 @@ def _equivariance_all(data_dirs, pairs, upscale_fn, name: str) -> list[dict]:
 
 
 def _model_name(up) -> str:
-    info = up.pipeline.info
-    precision = (info.get("manifest") or {}).get("precision", "fp32")
-    model = info["model"] if precision == "fp32" else f"{info['model']} {precision}"
-    return f"{model} [{info['backend']}]"
+    return up.pipeline.label
 
 
 def _read_reference(path: Path) -> dict:

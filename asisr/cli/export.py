@@ -75,9 +75,11 @@ def export(
                                          "--builder-level": builder_level, "--timing-cache": timing_cache,
                                          "--tf32": tf32 or None})
     check_destination(out, overwrite)
+    from asisr.sources import bundled_default, require_torch
+
+    require_torch("asisr-export")
     from asisr.export.onnx import export_onnx
     from asisr.models import load
-    from asisr.runtime.sources import bundled_default
 
     model = load(checkpoint if checkpoint is not None else bundled_default())
     export_onnx(model, out, opset=opset, overwrite=overwrite)
@@ -97,11 +99,12 @@ def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwri
     import sys
     from dataclasses import replace
 
-    from asisr.runtime.sources import bundled_default
+    from asisr.sources import bundled_default, require_torch
 
     if fp16 and int8:
         raise UserError("--fp16 and --int8 exclude each other: choose one precision")
     check_destination(out, overwrite)
+    require_torch("asisr-export")
     ckpt = checkpoint if checkpoint is not None else bundled_default()
     if fp16:
         _reject_unused("--int8", {"--calib": calib, "--calib-cache": cache})
@@ -123,7 +126,7 @@ def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwri
         raise UserError(f"--calib-cache is not a file: {cache}")
     export_int8(ckpt, out, calib, config, cache=cache, overwrite=overwrite, opset=opset,
                 progress=lambda m: print(m, file=sys.stderr))
-    from asisr.export.manifest import read_manifest
+    from asisr.runtime.manifest import read_manifest
 
     q = read_manifest(out).data["quantization"]
     score = q["joint_score"]
@@ -137,7 +140,8 @@ def _export_tensorrt(out: Path, checkpoint: Optional[Path], onnx_dir: Optional[P
                      profile: Optional[str], workspace: Optional[int], builder_level: Optional[int],
                      timing_cache: Optional[Path], tf32: bool = False) -> None:
     """ONNX graphs (exported, or copied from --onnx-dir) plus TensorRT engines built on this GPU."""
-    from asisr.export.tensorrt import BuildOptions, export_tensorrt
+    from asisr.export.tensorrt import export_tensorrt
+    from asisr.runtime.backends.trt.builder import BuildOptions
 
     if checkpoint is not None and onnx_dir is not None:
         raise UserError("give either --checkpoint or --onnx-dir, not both")
@@ -146,9 +150,11 @@ def _export_tensorrt(out: Path, checkpoint: Optional[Path], onnx_dir: Optional[P
         export_tensorrt(out, onnx_dir=onnx_dir, profile_text=profile, options=options, overwrite=overwrite)
         typer.echo(f"built TensorRT engines for {onnx_dir} in {out}")
         return
+    from asisr.sources import bundled_default, require_torch
+
+    require_torch("asisr-export of a checkpoint (or give --onnx-dir)")
     from asisr.export.onnx import export_onnx
     from asisr.models import load
-    from asisr.runtime.sources import bundled_default
 
     model = load(checkpoint if checkpoint is not None else bundled_default())
     export_tensorrt(out, export_graphs=lambda d: export_onnx(model, d, opset=opset), descriptor=model.descriptor,

@@ -1,0 +1,120 @@
+"""Where a model comes from: a checkpoint file, an exported directory, or the bundled default.
+
+``open_pipeline`` turns one of those plus a backend name into a ``Pipeline``. Exported
+directories (the bundled default ships one) run on ONNX Runtime or TensorRT without torch;
+a checkpoint needs PyTorch (``asisr[torch]``): it runs on the torch backend, or is exported
+once into a cache keyed by its sha256 and the model code's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import asisr
+from asisr import weights
+from asisr.cache import cache_dir
+from asisr.errors import UserError
+from asisr.runtime.pipeline import Pipeline
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+DEFAULT_BACKEND = "onnxruntime"
+TORCH_EXTRA = "pip install 'asisr[torch]'"
+
+
+def require_torch(what: str) -> None:
+    """One line naming the extra to install, instead of an ImportError deep inside a model."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError(f"{what} needs PyTorch, which is not installed ({TORCH_EXTRA}); exported model "
+                        "directories run without it") from None
+
+
+def is_exported_dir(path: Path) -> bool:
+    return path.is_dir()
+
+
+def bundled_default(backend: str = "torch") -> Path:
+    """What runs when no model is given: the default's exported graphs, or its checkpoint for torch."""
+    return weights.default_checkpoint() if backend == "torch" else weights.default_onnx_dir()
+
+
+def _graph_code_digest() -> str:
+    """sha256 of the sources an exported graph is traced from: the model package and the exporter."""
+    import asisr.export.onnx
+    import asisr.models
+
+    files = sorted(Path(asisr.models.__file__).parent.glob("*.py")) + [Path(asisr.export.onnx.__file__)]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
+def export_cached(checkpoint: Path) -> Path:
+    """Export a checkpoint to ONNX once; later calls reuse the cached directory.
+
+    The key is the checkpoint's sha256 and the model code's (``_graph_code_digest``): the
+    graph, the descriptor (halos, tile costs) and the configuration are all functions of the
+    two, so an upgrade or a local edit of a model never reuses a stale export, and a hit
+    needs no model load.
+    """
+    require_torch(f"running checkpoint {checkpoint} on ONNX Runtime (it is exported first)")
+    from asisr.digest import sha256_file
+    from asisr.export.onnx import DEFAULT_OPSET, export_onnx
+    from asisr.models import load
+    from asisr.runtime.manifest import read_manifest
+
+    digest = sha256_file(checkpoint)
+    code = _graph_code_digest()[:8]
+    target = cache_dir() / "onnx" / f"{digest[:20]}-{code}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"
+    if (target / "manifest.json").is_file():
+        try:
+            read_manifest(target)
+            return target
+        except UserError:
+            pass  # a damaged cache entry is rebuilt
+    export_onnx(load(checkpoint), target, overwrite=True)
+    return target
+
+
+def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEND, threads: int | None = None,
+                  providers: list[str] | None = None, device: str = "cpu") -> Pipeline:
+    """A pipeline for ``model`` (checkpoint, exported directory, or None for the bundled default) on ``backend``."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    path = bundled_default(backend) if model is None else Path(model)
+    if not path.exists():
+        raise UserError(f"model not found: {path}")
+    if backend == "tensorrt":
+        from asisr.runtime.backends.trt.environment import current_environment
+        from asisr.runtime.backends.trt.runner import open_trt_pipeline
+
+        current_environment()  # TensorRT and a GPU are checked before a checkpoint is exported
+        directory = path if is_exported_dir(path) else export_cached(path)
+        return open_trt_pipeline(directory, cache_dir() / "tensorrt")
+    if backend == "onnxruntime":
+        from asisr.runtime.backends.onnxrt import open_onnx_pipeline
+
+        return open_onnx_pipeline(path if is_exported_dir(path) else export_cached(path), threads, providers)
+    if is_exported_dir(path):
+        raise UserError(f"{path} is an exported ONNX directory; the torch backend needs a checkpoint file")
+    require_torch(f"the torch backend (checkpoint {path})")
+    from asisr.models import load
+    from asisr.runtime.backends.pyt import torch_pipeline
+
+    return torch_pipeline(load(path), device, threads)
+
+
+def open_upscaler(model: str | Path | None = None, backend: str = DEFAULT_BACKEND, threads: int | None = None,
+                  tile: int | None = None, lr_tile: int | None = None, max_scale: float | None = None,
+                  providers: list[str] | None = None, max_memory: int | None = None):
+    """The one-call way in: ``with open_upscaler(ckpt, "onnxruntime") as up: up.upscale(img, 3)``.
+
+    ``max_memory`` (bytes) bounds the tiles not fixed by ``tile`` / ``lr_tile`` (see ``Upscaler``).
+    """
+    from asisr.runtime.upscaler import Upscaler
+
+    return Upscaler(open_pipeline(model, backend, threads, providers), tile=tile, lr_tile=lr_tile,
+                    max_scale=max_scale, max_memory=max_memory)
