@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,33 @@ def need(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """Every cache asisr writes (exports of checkpoints, engines) goes to a temporary folder, never the user's."""
+    from asisr.cache import ENV
+
+    path = tmp_path_factory.mktemp("asisr-cache")
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old
+
+
 @pytest.fixture(scope="session")
 def liif_ckpt() -> Path:
     return need(LIIF_CKPT)
+
+
+@pytest.fixture(scope="session")
+def official_liif_onnx(liif_ckpt, tmp_path_factory) -> Path:
+    """The official LIIF checkpoint exported once for the whole session."""
+    from asisr.export.onnx import export_onnx
+    from asisr.models import load
+
+    return export_onnx(load(liif_ckpt), tmp_path_factory.mktemp("official") / "liif")
 
 
 @pytest.fixture(scope="session")

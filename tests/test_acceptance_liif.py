@@ -14,20 +14,12 @@ REFERENCE = SHARED / "reference" / "liif_official.json"
 SCALES = {"Set5": "2,3,4,1.6,5.5,6,8", "Set14": "2,3,4,6"}
 
 
-@pytest.fixture(scope="module")
-def official_onnx(liif_ckpt, tmp_path_factory):
-    from asisr.export.onnx import export_onnx
-    from asisr.models import load
-
-    return export_onnx(load(liif_ckpt), tmp_path_factory.mktemp("official") / "liif")
-
-
 @pytest.mark.parametrize("dataset", ["Set5", "Set14"])
-def test_onnxruntime_reproduces_official_psnr(official_onnx, dataset, tmp_path):
+def test_onnxruntime_reproduces_official_psnr(official_liif_onnx, dataset, tmp_path):
     folder = need(SET5 if dataset == "Set5" else SET14)
     reference = json.loads(need(REFERENCE).read_text())["psnr"][dataset]
     out = tmp_path / "result.json"
-    rc = eval_main([str(folder), "--model", str(official_onnx), "--backend", "onnxruntime", "--threads", "2",
+    rc = eval_main([str(folder), "--model", str(official_liif_onnx), "--backend", "onnxruntime", "--threads", "2",
                     "--scales", SCALES[dataset], "--json", str(out)])
     assert rc == 0
     measured = json.loads(out.read_text())["psnr"][dataset]

@@ -11,8 +11,22 @@ SCALES_2DB = (2.0, 3.0, 4.0)
 SCALES_ABOVE = (6.0, 8.0, 1.6, 5.5)
 
 
-def test_default_model_passes_parity(capsys, tmp_path):
-    code, out, err = invoke(parity_main, ["--shapes", "17x23,30x26,41x19", "--json", tmp_path / "p.json"], capsys)
+def test_bundled_graphs_are_the_default_checkpoint_and_pass_parity(capsys, tmp_path):
+    """What the torch-free install runs is the bundled checkpoint: same sha256 on record, same outputs.
+
+    After changing the default checkpoint or its model code, re-export the bundled graphs:
+    ``asisr-export --checkpoint asisr/weights/eqsr_light_default.pt --out asisr/weights/eqsr_light_default_onnx
+    --overwrite``.
+    """
+    from asisr.digest import sha256_file
+    from asisr.runtime.manifest import read_manifest
+    from asisr.weights import default_checkpoint, default_onnx_dir
+
+    manifest = read_manifest(default_onnx_dir())
+    assert manifest.data["model"]["checkpoint_sha256"] == sha256_file(default_checkpoint())
+    assert manifest.precision == "fp32" and manifest.model == "eqsr_light"
+    code, out, err = invoke(parity_main, [default_onnx_dir(), "--shapes", "17x23,30x26,41x19",
+                                          "--json", tmp_path / "p.json"], capsys)
     assert code == 0, out + err
     assert "13/13 cases pass" in out
     assert (tmp_path / "p.json").is_file()
@@ -21,7 +35,7 @@ def test_default_model_passes_parity(capsys, tmp_path):
 def test_default_model_is_the_trained_eqsr_light():
     from asisr.models import load
     from asisr.models.checkpoint import read_checkpoint
-    from asisr.models.pretrained import default_checkpoint
+    from asisr.weights import default_checkpoint
 
     model = load(default_checkpoint())
     assert model.name == "eqsr_light"
