@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def need(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory) -> Path:
+def isolated_cache(tmp_path_factory) -> Iterator[Path]:
     """Every cache asisr writes (exports of checkpoints, engines) goes to a temporary folder, never the user's."""
     from asisr.cache import ENV
 

@@ -140,3 +140,21 @@ def test_polygraphy_run_compares_a_graph_with_saved_pytorch_outputs(tiny_model, 
     assert "PASSED" in ok.stdout
     failed = _polygraphy(["run", *common, "--load-outputs", str(bad["upsampler"])], env)
     assert failed.returncode != 0 and "FAILED" in failed.stdout + failed.stderr
+
+
+def test_asisr_parity_per_stage_and_polygraphy_reference_from_the_command_line(tiny_liif_onnx, tiny_liif_ckpt,
+                                                                              tmp_path, capsys):
+    import json
+
+    from asisr.cli.parity import main
+    from tests.cli_helpers import invoke
+
+    ref, report = tmp_path / "ref", tmp_path / "parity.json"
+    code, out, err = invoke(main, [tiny_liif_onnx, "--checkpoint", tiny_liif_ckpt, "--per-stage", "--shapes",
+                                   "17x23", "--scales", "2x3.5", "--json", report,
+                                   "--save-polygraphy-reference", ref], capsys)
+    assert code == 0, out + err
+    cases = json.loads(report.read_text())["cases"]
+    assert [c["stage"] for c in cases] == ["backbone", "upsampler"] * 2  # one case + the mixed batch
+    assert all(c["passed"] for c in cases)
+    assert sorted(p.name for p in ref.iterdir()) == ["torch_backbone.json", "torch_upsampler.json"]

@@ -244,6 +244,24 @@ def _key(**changes) -> EngineKey:
     return EngineKey(**fields)
 
 
+def test_engine_key_digest_is_canonical_json_of_all_fields():
+    """Independent of dict order and of the process (a cache written by one run is found by the next)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    reordered = _key(profile={"lr": [[1, 1], [64, 64], [64, 64]], "batch": [1, 1, 4]},
+                     builder={"tf32": False, "optimization_level": None, "workspace_mib": None})
+    assert reordered.digest() == _key().digest()
+    fields = json.dumps(_key().to_dict(), sort_keys=True, separators=(",", ":"))
+    assert _key().digest() == hashlib.sha256(fields.encode()).hexdigest()
+    code = ("import json, sys; from asisr.runtime.backends.trt.engine_cache import EngineKey; "
+            "print(EngineKey(**json.loads(sys.argv[1])).digest())")
+    other = subprocess.run([sys.executable, "-c", code, json.dumps(_key().to_dict())], capture_output=True,
+                           text=True, check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "123"})
+    assert other.stdout.strip() == _key().digest()
+
+
 CHANGES = {
     "onnx_sha256": ("b" * 64, "ONNX graph sha256"),
     "tensorrt_version": ("10.12.0.36", "TensorRT version: engine built for '10.9.0.34', here '10.12.0.36'"),
@@ -258,7 +276,6 @@ CHANGES = {
 @pytest.mark.parametrize("field", sorted(CHANGES))
 def test_engine_key_changes_with_every_field_and_foreign_engines_are_stale(tmp_path, field):
     value, reason = CHANGES[field]
-    assert _key().digest() == _key().digest()
     assert _key(**{field: value}).digest() != _key().digest()
     engine = write_engine(tmp_path / "upsampler.engine", b"engine bytes", _key())
     assert stale_reasons(engine, _key()) == []
