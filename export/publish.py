@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from asisr.atomic import current_umask
 from asisr.errors import UserError
 
 
@@ -32,7 +33,7 @@ def staging_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
         (work / "out").mkdir()
         yield work
         done = work / "out"
-        os.chmod(done, 0o755)
+        os.chmod(done, 0o777 & ~current_umask())  # what mkdir would give (mkdtemp's parent is 0700)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(old)

@@ -29,7 +29,11 @@ class Manifest:
         return self.data["model"]["name"]
 
     def graph_path(self, stage: str) -> Path:
-        return self.directory / self.data["graphs"][stage]["file"]
+        return member_path(self.directory, self.data["graphs"][stage]["file"], f"{stage} graph")
+
+    def member(self, name: str, what: str) -> Path:
+        """A file the manifest names (an engine, a record), refused unless it lies inside the directory."""
+        return member_path(self.directory, name, what)
 
     @property
     def descriptor(self) -> dict:
@@ -57,6 +61,26 @@ class Manifest:
         return data
 
 
+def member_path(directory: Path, name: object, what: str) -> Path:
+    """``directory / name`` for a file a manifest names, which must stay inside the directory.
+
+    Model directories are shared (a model zoo, a download) and a manifest's sha256 proves
+    nothing about where a name points: no absolute paths, no ``..``, no links out.
+    """
+    if not isinstance(name, str) or not name or "\\" in name:
+        raise UserError(f"manifest names its {what} {name!r}: not a plain file name inside {directory}")
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise UserError(f"manifest names its {what} {name!r}, outside the model directory {directory}; refusing it")
+    path = Path(directory) / relative
+    root = Path(directory).resolve()
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UserError(f"the {what} {path} links outside the model directory {directory} (to {resolved}); "
+                        "refusing it")
+    return path
+
+
 def write_manifest(directory: Path, data: dict) -> Path:
     path = Path(directory) / MANIFEST
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -69,6 +93,7 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     path = directory / MANIFEST
     if not path.is_file():
         raise UserError(f"not an exported model directory (no {MANIFEST}): {directory}")
+    member_path(directory, MANIFEST, "manifest")
     try:
         data = json.loads(path.read_text())
         graphs = data["graphs"]
@@ -81,7 +106,7 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         raise UserError(f"manifest {path} lists graphs {sorted(graphs)}; an asisr model has {', '.join(STAGE_NAMES)}")
     if verify:
         for stage, info in graphs.items():
-            graph = directory / info["file"]
+            graph = member_path(directory, info.get("file") if isinstance(info, dict) else None, f"{stage} graph")
             if not graph.is_file():
                 raise UserError(f"manifest does not match its graphs: {stage} graph {graph} is missing")
             if sha256_file(graph) != info["sha256"]:

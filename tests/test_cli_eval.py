@@ -148,12 +148,12 @@ def test_json_in_missing_folder(data, tmp_path):
     (["--tile", "0"], "--tile"),
 ])
 def test_bad_options(data, args, fragment, monkeypatch):
-    import asisr.runtime
+    import asisr.sources
 
     def open_upscaler(*a, **kw):
         raise AssertionError("the model must not be opened when an option is bad")
 
-    monkeypatch.setattr(asisr.runtime, "open_upscaler", open_upscaler)
+    monkeypatch.setattr(asisr.sources, "open_upscaler", open_upscaler)
     assert_one_line_error(invoke(data, *args), fragment)
 
 

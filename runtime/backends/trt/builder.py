@@ -204,7 +204,7 @@ def shipped_engines(directory: Path, manifest, env: TrtEnvironment) -> tuple[dic
             entry = info["engines"][stage]
             key = engine_key(manifest.data["graphs"][stage]["sha256"], env, entry["precision"], profile, stage,
                              options)
-            path = Path(directory) / entry["file"]
+            path = manifest.member(entry["file"], f"{stage} engine")
             reasons = stale_reasons(path, key)
             if reasons:
                 return None, f"its {stage} engine is stale: {reasons[0]}"
