@@ -1,4 +1,10 @@
-"""Parsing of scale and size specifications shared by every CLI and the runtime."""
+"""Scale and size specifications shared by every CLI and the runtime, and how a size is fitted.
+
+One convention everywhere a user types two numbers: **width x height**, as image and video
+tools write resolutions (ffmpeg, PIL, ImageMagick). ``--size 1920x1080`` is 1920 wide, and so
+``--scale 3.5x2`` is 3.5 across and 2 down. Internally sizes and scales are (height, width),
+like array shapes.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +16,37 @@ from asisr.errors import UserError
 
 @dataclass(frozen=True)
 class Scale:
-    """Per-axis scale factor (height, width); symmetric scales have ``h == w``."""
+    """Per-axis scale factor; symmetric scales have ``h == w``. Written ``WxH`` like a resolution."""
 
     h: float
     w: float
 
     def __str__(self) -> str:
-        return f"{self.h:g}" if self.h == self.w else f"{self.h:g}x{self.w:g}"
+        return f"{self.h:g}" if self.h == self.w else f"{self.w:g}x{self.h:g}"
 
     @property
     def max(self) -> float:
         return max(self.h, self.w)
 
 
+SCALE_FORMS = "a number like 3.5, or WIDTHxHEIGHT factors like 3.5x2 (3.5 across, 2 down)"
+
+
 def parse_scale(text: str) -> Scale:
-    """``"3.5"`` -> 3.5 x 3.5; ``"2x3.5"`` -> 2 (height) x 3.5 (width)."""
+    """``"3.5"`` -> 3.5 x 3.5; ``"3.5x2"`` -> 3.5 across (width) and 2 down (height)."""
     parts = str(text).lower().replace("*", "x").split("x")
     if len(parts) not in (1, 2) or not all(p.strip() for p in parts):
-        raise UserError(f"invalid scale {text!r}: expected a number like 3.5 or HxW like 2x3.5")
+        raise UserError(f"invalid scale {text!r}: expected {SCALE_FORMS}")
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise UserError(f"invalid scale {text!r}: expected a number like 3.5 or HxW like 2x3.5") from None
+        raise UserError(f"invalid scale {text!r}: expected {SCALE_FORMS}") from None
     for v in values:
         if not math.isfinite(v):
             raise UserError(f"invalid scale {text!r}: scale must be a finite number")
         if v <= 0:
             raise UserError(f"invalid scale {text!r}: scale must be greater than 0")
-    return Scale(values[0], values[-1])
+    return Scale(h=values[-1], w=values[0])
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -46,7 +55,7 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(p) for p in parts)
     except ValueError:
-        raise UserError(f"invalid size {text!r}: expected WIDTHxHEIGHT like 1920x1080") from None
+        raise UserError(f"invalid size {text!r}: expected WIDTHxHEIGHT in pixels like 1920x1080") from None
     if w <= 0 or h <= 0:
         raise UserError(f"invalid size {text!r}: width and height must be positive")
     return h, w
@@ -66,3 +75,45 @@ def check_scale_range(scale: Scale, max_scale: float, min_scale: float = 0.0) ->
 def output_size(lr_h: int, lr_w: int, scale: Scale) -> tuple[int, int]:
     """Output size for a scale: rounded, at least one pixel."""
     return max(1, round(lr_h * scale.h)), max(1, round(lr_w * scale.w))
+
+
+FITS = ("stretch", "contain", "cover")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How an image of one aspect ratio meets an output box of another.
+
+    ``inner`` is the size the model renders; ``offset`` (top, left) places it in the box:
+    zero for ``stretch`` (inner is the box), positive for ``contain`` (centred, the rest is
+    padding), negative for ``cover`` (centred, the overflow is cropped).
+    """
+
+    mode: str
+    box: tuple[int, int]
+    inner: tuple[int, int]
+    offset: tuple[int, int]
+
+    @property
+    def changes_aspect(self) -> bool:
+        return self.mode == "stretch" and self.inner != self.box
+
+
+def fit_size(in_h: int, in_w: int, box: tuple[int, int], mode: str = "stretch") -> Fit:
+    """Where an ``in_h x in_w`` image goes in a ``box`` = (height, width) under ``mode``."""
+    if mode not in FITS:
+        raise UserError(f"invalid --fit {mode!r}: choose one of {', '.join(FITS)}")
+    box_h, box_w = int(box[0]), int(box[1])
+    if mode == "stretch":
+        return Fit(mode, (box_h, box_w), (box_h, box_w), (0, 0))
+    pick = min if mode == "contain" else max
+    s = pick(box_h / in_h, box_w / in_w)
+    inner_h = box_h if s == box_h / in_h else max(1, round(in_h * s))
+    inner_w = box_w if s == box_w / in_w else max(1, round(in_w * s))
+    return Fit(mode, (box_h, box_w), (inner_h, inner_w), ((box_h - inner_h) // 2, (box_w - inner_w) // 2))
+
+
+def aspect_changes(in_h: int, in_w: int, box: tuple[int, int]) -> bool:
+    """True when a box's aspect ratio differs from the image's by more than rounding to whole pixels."""
+    box_h, box_w = box
+    return abs(box_w / box_h - in_w / in_h) > (in_w / in_h) * (1.0 / min(box_h, box_w) + 1.0 / min(in_h, in_w))

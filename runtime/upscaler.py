@@ -27,7 +27,7 @@ from asisr.runtime.tiling import (
     query_spans,
     tile_halo,
 )
-from asisr.scale import Scale, check_scale_range, output_size
+from asisr.scale import Scale, check_scale_range, fit_size, output_size
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes; keeps 1920x1080 -> 3840x2160 on ONNX Runtime under ~2 GB peak RSS
 
@@ -100,8 +100,13 @@ class Upscaler:
         self.pipeline.__exit__(*exc)
 
     def upscale(self, image: np.ndarray, scale: Scale | float | None = None,
-                size: tuple[int, int] | None = None) -> np.ndarray:
-        """Upscale by ``scale`` or to ``size`` = (height, width); returns the input's dtype and channels."""
+                size: tuple[int, int] | None = None, fit: str = "stretch") -> np.ndarray:
+        """Upscale by ``scale`` or to ``size`` = (height, width); returns the input's dtype and channels.
+
+        ``fit`` says how the image meets a ``size`` of another aspect ratio (``asisr.scale.fit_size``):
+        ``stretch`` (per-axis scales), ``contain`` (whole image, padded with black, transparent
+        for RGBA) or ``cover`` (box filled, overflow cropped), both centred.
+        """
         if (scale is None) == (size is None):
             raise UserError("give exactly one of a scale or an output size")
         h, w = image.shape[:2]
@@ -109,7 +114,11 @@ class Upscaler:
             scale = scale if isinstance(scale, Scale) else Scale(float(scale), float(scale))
             check_scale_range(scale, self.max_scale)
             size = output_size(h, w, scale)
-        return from_float(self.upscale_to(image, size), image.dtype)
+        placed = fit_size(h, w, size, fit)
+        out = self.upscale_to(image, placed.inner)
+        if placed.inner != placed.box:
+            out = _place(out, placed.box, placed.offset)
+        return from_float(out, image.dtype)
 
     def upscale_to(self, image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         """Float32 output in [0, 1] of size ``out_hw``, with the input's channel count."""
@@ -167,6 +176,17 @@ class Upscaler:
             raise UserError(f"the {self.pipeline.backend} backend produced NaN or infinite values; "
                             "check the model with asisr-parity")
         return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _place(image: np.ndarray, box: tuple[int, int], offset: tuple[int, int]) -> np.ndarray:
+    """``image`` at ``offset`` (top, left; negative crops) in a zero (black, transparent) canvas of ``box``."""
+    canvas = np.zeros((box[0], box[1], *image.shape[2:]), dtype=image.dtype)
+    top, left = offset
+    src = image[max(0, -top):, max(0, -left):]
+    dst = canvas[max(0, top):, max(0, left):]
+    rows, cols = min(src.shape[0], dst.shape[0]), min(src.shape[1], dst.shape[1])
+    dst[:rows, :cols] = src[:rows, :cols]
+    return canvas
 
 
 class _FeatureBands:

@@ -22,19 +22,36 @@ def need(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory) -> Iterator[Path]:
-    """Every cache asisr writes (exports of checkpoints, engines) goes to a temporary folder, never the user's."""
-    from asisr.cache import ENV
+REAL_HOME = Path.home()  # before the session fixture below points HOME elsewhere
 
-    path = tmp_path_factory.mktemp("asisr-cache")
-    old = os.environ.get(ENV)
-    os.environ[ENV] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop(ENV, None)
-    else:
-        os.environ[ENV] = old
+
+def _pip_cache() -> str:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return str(Path(xdg) / "pip" if xdg else REAL_HOME / ".cache" / "pip")
+# What the suite redirects: asisr's cache, and the home-based cache and config folders of the
+# libraries it drives (matplotlib's font cache, torch's hub), so the user's home is never written.
+ISOLATED = ("ASISR_CACHE", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "TORCH_HOME")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory) -> Iterator[Path]:
+    """Every cache and config path of the suite, and of the processes it starts, under one temporary folder.
+
+    ``tests/test_isolation.py`` checks that a CLI run leaves the real home untouched. pip, run by
+    the deployment test, keeps the user's own pip cache (``PIP_CACHE_DIR``): installing is pip's business.
+    """
+    root = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ISOLATED + ("PIP_CACHE_DIR",)}
+    os.environ.setdefault("PIP_CACHE_DIR", _pip_cache())
+    for name in ISOLATED:
+        (root / name.lower()).mkdir()
+        os.environ[name] = str(root / name.lower())
+    yield root
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
