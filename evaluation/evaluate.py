@@ -56,8 +56,8 @@ def bicubic_upscale(lr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def scale_key(scale_h: float, scale_w: float) -> str:
-    """Key of a scale in result dicts: ``"2"``, ``"1.6"``, ``"2x3.5"`` (height x width)."""
-    return f"{scale_h:g}" if scale_h == scale_w else f"{scale_h:g}x{scale_w:g}"
+    """Key of a scale in result dicts: ``"2"``, ``"1.6"``, ``"3.5x2"`` (width x height, as ``--scale`` takes it)."""
+    return f"{scale_h:g}" if scale_h == scale_w else f"{scale_w:g}x{scale_h:g}"
 
 
 def normalize_scales(scales: Iterable[Any]) -> list[tuple[float, float]]:

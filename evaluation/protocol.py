@@ -162,6 +162,6 @@ def _check_scale(scale_h: float, scale_w: float) -> None:
 
 def _fmt_scale(scale_h, scale_w) -> str:
     try:
-        return f"{scale_h:g}" if scale_h == scale_w else f"{scale_h:g}x{scale_w:g}"
+        return f"{scale_h:g}" if scale_h == scale_w else f"{scale_w:g}x{scale_h:g}"
     except (TypeError, ValueError):
         return f"{scale_h!r}x{scale_w!r}"

@@ -164,7 +164,7 @@ def test_bad_reference(data, tmp_path):
 
 
 def test_parse_scales():
-    assert parse_scales("2, 3 ,2x3.5,2") == [(2.0, 2.0), (3.0, 3.0), (2.0, 3.5)]
+    assert parse_scales("2, 3 ,3.5x2,2") == [(2.0, 2.0), (3.0, 3.0), (2.0, 3.5)]  # (h, w) from WIDTHxHEIGHT
     with pytest.raises(UserError):
         parse_scales("2;3")
 

@@ -160,13 +160,13 @@ def test_sizes_line_up(scale, hw):
 def test_folder_result_layout(data):
     res = equivariance(data, [2, (2, 3.5)], bicubic_upscale, name="bicubic")
     assert res["name"] == "bicubic" and res["dataset"] == "Tiny" and res["images"] == ["a.png", "b.png"]
-    assert set(res["scales"]) == {"2", "2x3.5"}
+    assert set(res["scales"]) == {"2", "3.5x2"}  # (h, w) = (2, 3.5), keyed width x height
     e = res["scales"]["2"]
     assert e["shave"] == 2 and e["seconds"] >= 0
     per = [v["eq"] for v in e["per_image"].values()]
     assert e["eq"] == pytest.approx(np.mean(per)) and e["eq_psnr"] == pytest.approx(-e["eq"])
     table = format_eq_table([res], title="T")
-    assert table.splitlines()[0] == "T" and "EQ dB" in table and "2x3.5" in table
+    assert table.splitlines()[0] == "T" and "EQ dB" in table and "3.5x2" in table
 
 
 def test_bad_model_output_is_a_user_error(data):

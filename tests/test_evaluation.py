@@ -276,14 +276,14 @@ def test_evaluate_structure_and_sizes(folder):
     res = evaluate(folder, [(2, 2), 3, (2, 3.5), (2, 2)], fn, name="bic")
     assert res["name"] == "bic" and res["dataset"] == "Synth"
     assert res["images"] == ["one.png", "three.bmp", "two_grey.png"]
-    assert list(res["scales"]) == ["2", "3", "2x3.5"]  # the duplicate is dropped
+    assert list(res["scales"]) == ["2", "3", "3.5x2"]  # the duplicate is dropped; keys are width x height
     assert len(calls) == 9
     for (lr_shape, dtype, size), (img, (sh, sw)) in zip(
         calls, [(i, s) for i in [(60, 70), (53, 61), (48, 50)] for s in [(2, 2), (3, 3), (2, 3.5)]]
     ):
         assert dtype == np.uint8 and lr_shape == (*lr_size(*img, sh, sw), 3)
         assert size == cropped_hr_size(*img, sh, sw)
-    e = res["scales"]["2x3.5"]
+    e = res["scales"]["3.5x2"]
     assert (e["scale_h"], e["scale_w"], e["shave"]) == (2.0, 3.5, 4)
     assert set(e["per_image"]) == set(res["images"])
     assert e["per_image"]["one.png"]["hr_size"] == [60, 70] and e["per_image"]["one.png"]["lr_size"] == [30, 20]
@@ -343,7 +343,7 @@ def test_table_report_and_json(folder, tmp_path):
     assert "Synth (3 images)" in lines[1] and "Other (3 images)" in lines[1]
     assert "dPSNR" in lines[2] and lines[2].count("dPSNR") == 1
     rows = {ln.split()[0]: ln for ln in lines[4:]}
-    assert set(rows) == {"2", "2x3.5", "3"}
+    assert set(rows) == {"2", "3.5x2", "3"}
     assert f"{r1['scales']['2']['psnr']:.3f}" in rows["2"]
     assert f"{r1['scales']['2']['psnr'] - 30.0:+.3f}" in rows["2"]
     assert f"{r2['scales']['3']['psnr']:.3f}" in rows["3"]
@@ -356,7 +356,7 @@ def test_table_report_and_json(folder, tmp_path):
 
     out = tmp_path / "out.json"
     write_json(out, report)
-    assert json.loads(out.read_text())["psnr"]["Synth"]["2x3.5"] == pytest.approx(r1["scales"]["2x3.5"]["psnr"])
+    assert json.loads(out.read_text())["psnr"]["Synth"]["3.5x2"] == pytest.approx(r1["scales"]["3.5x2"]["psnr"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Synth", "out.json"]  # no temp file left
     with pytest.raises(UserError, match="exists"):
         write_json(out, {"a": 1})

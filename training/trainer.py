@@ -2,7 +2,15 @@
 
 A run directory holds ``state.pt`` (everything needed to continue: weights, EMA, optimiser,
 schedule, iteration, history), ``best.pt`` / ``last.pt`` (EMA weights in asisr's checkpoint
-format, loadable by ``asisr.models.load``), ``config.json`` and ``log.jsonl``.
+format, loadable by ``asisr.models.load``, with the schedule done so far in ``asisr.card``),
+``config.json`` and ``log.jsonl``.
+
+The learning-rate schedule is a list of segments (``history["schedule"]``): the run's own
+warm-up + cosine over ``[0, iters)``, then one segment per extension (a larger ``iters`` on a
+later invocation), each ``cosine`` (from the peak ``lr`` to ``lr_min`` at the new end, no new
+warm-up) or ``constant`` (the learning rate the schedule had reached). Extensions are appended
+after the planned end, so extending a run stopped part-way gives exactly what extending it after
+it finished gives.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +68,37 @@ class TrainConfig:
 
 # How a run is executed, not what it computes: a resumed run may change them.
 RUNTIME_FIELDS = ("threads", "workers", "device")
+# What a later invocation may raise: the run continues on an extension of its schedule.
+EXTENSIBLE_FIELDS = ("iters",)
+EXTEND_MODES = ("cosine", "constant")
+
+
+def differing_fields(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """The fields in which ``b`` computes something else than ``a`` (``sampling.patch`` for nested ones),
+    ignoring :data:`RUNTIME_FIELDS` and :data:`EXTENSIBLE_FIELDS`."""
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in RUNTIME_FIELDS or f.name in EXTENSIBLE_FIELDS:
+            continue
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "sampling":
+            out += [f"sampling.{g.name}" for g in fields(SamplingConfig) if getattr(x, g.name) != getattr(y, g.name)]
+        elif x != y:
+            out.append(f.name)
+    return out
 
 
 def same_run(a: TrainConfig, b: TrainConfig) -> bool:
-    """Whether ``b`` continues ``a``: equal in everything but :data:`RUNTIME_FIELDS`."""
-    return replace(a, **{f: getattr(b, f) for f in RUNTIME_FIELDS}) == b
+    """Whether ``b`` continues ``a``: equal in everything but :data:`RUNTIME_FIELDS` and
+    :data:`EXTENSIBLE_FIELDS` (a larger ``iters`` extends the run)."""
+    return not differing_fields(a, b)
+
+
+def _field_value(cfg: TrainConfig, name: str):
+    obj = cfg
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class EMA:
@@ -87,13 +121,80 @@ class EMA:
             e.copy_(b)
 
 
-def _schedule(cfg: TrainConfig):
-    def factor(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        t = (step - cfg.warmup) / max(1, cfg.iters - cfg.warmup)
-        return (cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))) / cfg.lr
-    return factor
+def _factor(segments: list[dict], cfg: TrainConfig, step: int) -> float:
+    """Learning-rate factor (of ``cfg.lr``) for scheduler step ``step``: iteration ``step + 1`` uses it.
+
+    The segment holding a step is the last one starting at or before it; past the last segment's end
+    its final value holds. ``constant`` keeps the value the previous segment reached at its end.
+    """
+    k = max(i for i, seg in enumerate(segments) if seg["start"] <= step)
+    seg = segments[k]
+    if seg["kind"] == "constant":
+        return _factor(segments[:k], cfg, segments[k - 1]["end"])
+    s, w = step - seg["start"], seg["warmup"]
+    if s < w:
+        return (s + 1) / w
+    t = (s - w) / max(1, seg["end"] - seg["start"] - w)
+    return (cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))) / cfg.lr
+
+
+def _segment(cfg: TrainConfig, previous: list[dict], start: int, end: int, kind: str, warmup: int = 0) -> dict:
+    """One schedule segment over iterations ``start + 1 .. end``. ``lr_start`` is the learning rate of
+    its first iteration, ``lr_end`` the one it has reached after its last (what ``constant`` keeps)."""
+    if kind not in EXTEND_MODES:
+        raise UserError(f"unknown schedule extension {kind!r}: {' or '.join(EXTEND_MODES)}")
+    seg: dict = {"start": start, "end": end, "kind": kind, "warmup": warmup}
+    segments = [*previous, seg]
+    seg["lr_start"] = cfg.lr * _factor(segments, cfg, start)
+    seg["lr_end"] = cfg.lr * _factor(segments, cfg, end)
+    if kind == "cosine":
+        seg["lr_peak"] = cfg.lr
+    return seg
+
+
+def initial_schedule(cfg: TrainConfig) -> list[dict]:
+    """A new run's schedule: linear warm-up, then cosine from ``lr`` to ``lr_min`` at ``iters``."""
+    return [_segment(cfg, [], 0, cfg.iters, "cosine", cfg.warmup)]
+
+
+def extend_schedule(cfg: TrainConfig, segments: list[dict], iters: int, mode: str) -> list[dict]:
+    """``segments`` continued to ``iters`` total iterations.
+
+    ``cosine`` decays from the peak ``lr`` to ``lr_min`` at ``iters``, with no new warm-up: a run's
+    cosine has reached ``lr_min`` at its end, so a tail from the learning rate it had reached would be
+    flat (``constant`` at ``lr_min``); Adam's moment estimates are warm, which is what the warm-up
+    protects at the start. ``constant`` keeps the learning rate reached at the old end.
+    """
+    end = segments[-1]["end"]
+    if iters <= end:
+        raise ValueError(f"extend_schedule: {iters} is not beyond the schedule's end {end}")
+    return [*segments, _segment(cfg, segments, end, iters, mode)]
+
+
+def schedule_until(cfg: TrainConfig, segments: list[dict], it: int) -> list[dict]:
+    """The part of the schedule that iterations ``1 .. it`` followed (the last segment cut at ``it``)."""
+    done = []
+    for k, seg in enumerate(segments):
+        if seg["start"] >= it:
+            break
+        if seg["end"] > it:
+            seg = {**seg, "end": it, "lr_end": cfg.lr * _factor(segments[:k + 1], cfg, it)}
+        done.append(seg)
+    return done
+
+
+def describe_schedule(segments: list[dict]) -> str:
+    """E.g. ``2000 it cosine (warm-up 50, 0.001 -> 1e-06), then +1000 it constant (1e-06)``."""
+    parts = []
+    for k, seg in enumerate(segments):
+        n = seg["end"] - seg["start"]
+        head = f"{n} it" if k == 0 else f"+{n} it"
+        if seg["kind"] == "constant":
+            parts.append(f"{head} constant ({seg['lr_start']:.3g})")
+        else:
+            warm = f"warm-up {seg['warmup']}, " if seg["warmup"] else ""
+            parts.append(f"{head} cosine ({warm}{seg['lr_peak']:.3g} -> {seg['lr_end']:.3g})")
+    return ", then ".join(parts)
 
 
 def _validation_images(cfg: TrainConfig, train_files: list[Path]) -> tuple[list[Path], list[np.ndarray]]:
@@ -138,8 +239,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | Path):
         self.cfg = cfg
         self.out = Path(out_dir)
+        # set by run() when it extends the run: {"from", "to", "done", "segment"}
+        self.extension: dict | None = None
 
-    def _build(self):
+    def _build(self, segments: list[dict]):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         model = create(cfg.model, **cfg.model_kwargs)
@@ -163,12 +266,20 @@ class Trainer:
         groups = [{"params": [p for n, p in named if n not in copied], "lr": cfg.lr},
                   {"params": [p for n, p in named if n in copied], "lr": cfg.lr * cfg.pretrained_lr_mult}]
         opt = torch.optim.Adam([g for g in groups if g["params"]], betas=(0.9, 0.99))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _factor(segments, cfg, step))
         return model, opt, sched, EMA(model, cfg.ema_decay)
 
-    def run(self, resume: bool = True, stop_after: int | None = None, progress: bool = True) -> dict:
-        """Train to ``cfg.iters`` (or ``stop_after`` more iterations); returns the history."""
+    def run(self, resume: bool = True, stop_after: int | None = None, progress: bool = True,
+            extend: str | None = None, notify=None) -> dict:
+        """Train to ``cfg.iters`` (or ``stop_after`` more iterations); returns the history.
+
+        A run directory whose schedule ends before ``cfg.iters`` is extended: ``extend`` (``cosine``
+        when None) says how the learning rate continues, see :func:`extend_schedule`. ``notify``
+        (a callable taking one line) hears about an extension before training starts.
+        """
         cfg = self.cfg
+        if extend is not None and extend not in EXTEND_MODES:
+            raise UserError(f"unknown --extend {extend!r}: {' or '.join(EXTEND_MODES)}")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         train_files = list_training_images(cfg.data)  # fail on bad data before creating anything
@@ -176,33 +287,51 @@ class Trainer:
         state_path = self.out / "state.pt"
         config_path = self.out / "config.json"
         config_json = json.dumps(asdict(cfg), indent=2, default=list)
+        self.extension = None
+        st = None
         if state_path.exists() and resume:
-            saved = json.loads(config_path.read_text()) if config_path.exists() else None
-            if saved is not None and not same_run(TrainConfig.from_dict(saved), cfg):
-                raise UserError(f"{self.out} holds a run with a different configuration; use another --out")
+            saved = TrainConfig.from_dict(json.loads(config_path.read_text())) if config_path.exists() else None
+            if saved is not None and (diff := differing_fields(saved, cfg)):
+                changes = ", ".join(f"{f} {_field_value(saved, f)!r} -> {_field_value(cfg, f)!r}" for f in diff)
+                raise UserError(f"{self.out} holds a run with a different configuration ({changes}); only --iters "
+                                f"may change (to extend it); use another --out for a new run")
+            st = torch.load(state_path, map_location=cfg.device, weights_only=False)
+            if "schedule" not in st["history"]:  # written before schedules had segments: its own cosine
+                st["history"]["schedule"] = initial_schedule(saved if saved is not None else cfg)
+                st["history"].setdefault("lr", [])
+                _atomic_torch_save(st, state_path)  # before config.json says another iters
+            segments = self._plan(st["history"]["schedule"], st["iteration"], extend, notify)
         elif state_path.exists():
             raise UserError(f"{self.out} already holds a run; resume it or use another --out")
+        else:
+            segments = initial_schedule(cfg)
         config_path.write_text(config_json)
 
         files, val_crops = _validation_images(cfg, train_files)
         images = [load_hr(f) for f in files]
-        model, opt, sched, ema = self._build()
-        history = {"loss": [], "val": [], "best_val": -math.inf, "seconds": 0.0}
+        model, opt, sched, ema = self._build(segments)
+        history = {"loss": [], "lr": [], "val": [], "best_val": -math.inf, "seconds": 0.0, "schedule": segments}
         start = 0
-        if state_path.exists():
-            st = torch.load(state_path, map_location=cfg.device, weights_only=False)
+        if st is not None:
             model.load_state_dict(st["model"])
             ema.model.load_state_dict(st["ema"])
             ema.updates = st["ema_updates"]
             opt.load_state_dict(st["optimizer"])
             sched.load_state_dict(st["scheduler"])
             history = st["history"]
+            history["schedule"] = segments
             start = st["iteration"]
+            # The saved optimiser holds the learning rate of the plan it was saved under; an extension
+            # changes the plan from the old end on, so set the current one from this plan.
+            for group, base_lr in zip(opt.param_groups, sched.base_lrs):
+                group["lr"] = base_lr * _factor(segments, cfg, sched.last_epoch)
+            del st
         end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
         self._rewrite_log(history)
         if start >= end:
             return history
 
+        segment_ends = {seg["end"] for seg in segments}
         dataset = MixedScaleDataset(images, cfg.sampling, cfg.seed)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=cfg.batch, sampler=SequentialFrom(start * cfg.batch, (end - start) * cfg.batch),
@@ -215,6 +344,7 @@ class Trainer:
         it = start
         for batch in loader:
             batch = {k: v.to(cfg.device) for k, v in batch.items()}
+            lr_used = float(opt.param_groups[0]["lr"])
             pred = model(*(batch[name] for name in contract.MODEL_INPUTS))
             loss = torch.nn.functional.l1_loss(pred, batch[HR])
             opt.zero_grad(set_to_none=True)
@@ -225,14 +355,16 @@ class Trainer:
             it += 1
             loss_value = float(loss.detach())
             history["loss"].append([it, loss_value])
-            self._log({"iteration": it, "loss": loss_value, "lr": sched.get_last_lr()[0]})
-            if it % cfg.val_every == 0 or it == cfg.iters:
+            history["lr"].append([it, lr_used])
+            self._log({"iteration": it, "loss": loss_value, "lr": lr_used})
+            # validate at every segment end too, so the history does not depend on when a run was extended
+            if it % cfg.val_every == 0 or it in segment_ends:
                 psnr = validate(ema.model, val_crops, cfg.val_scales, cfg.device)
                 history["val"].append([it, psnr])
                 self._log({"iteration": it, "val_psnr": psnr})
                 if psnr > history["best_val"]:
                     history["best_val"] = psnr
-                    save(ema.model, self.out / "best.pt")
+                    save(ema.model, self.out / "best.pt", card=self._card(segments, it))
             if bar is not None:
                 last_val = history["val"][-1][1] if history["val"] else float("nan")
                 bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{last_val:.2f}dB")
@@ -247,11 +379,38 @@ class Trainer:
             bar.close()
         return history
 
+    def _plan(self, segments: list[dict], done: int, extend: str | None, notify) -> list[dict]:
+        """The schedule for this invocation: the saved one, extended to ``cfg.iters`` if that is beyond it."""
+        cfg = self.cfg
+        planned = segments[-1]["end"]
+        if cfg.iters < done:
+            raise UserError(f"{self.out} already has {done} iterations; --iters {cfg.iters} would undo some "
+                            f"(use --iters {planned} to resume it, or more to extend it)")
+        if cfg.iters < planned:
+            raise UserError(f"{self.out} is a run of {planned} iterations ({done} done); --iters can only grow: "
+                            f"use --iters {planned} to resume it, or more to extend it")
+        if cfg.iters == planned:
+            last = segments[-1]
+            if extend is not None and len(segments) > 1 and last["kind"] != extend:
+                raise UserError(f"{self.out} was extended to {planned} iterations with --extend {last['kind']}, "
+                                f"not {extend}; re-run with --extend {last['kind']} (or without --extend)")
+            return segments
+        segments = extend_schedule(cfg, segments, cfg.iters, extend or "cosine")
+        self.extension = {"from": planned, "to": cfg.iters, "done": done, "segment": segments[-1]}
+        if notify is not None:
+            notify(f"extending {self.out} from {planned} to {cfg.iters} iterations ({done} done): "
+                   f"{describe_schedule(segments)}")
+        return segments
+
+    def _card(self, segments: list[dict], it: int) -> dict:
+        done = schedule_until(self.cfg, segments, it)
+        return {"training": {"iterations": it, "schedule": done, "schedule_summary": describe_schedule(done)}}
+
     def _checkpoint(self, path, model, ema, opt, sched, history, it) -> None:
         _atomic_torch_save({"model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                             "iteration": it}, path)
-        save(ema.model, self.out / "last.pt")
+        save(ema.model, self.out / "last.pt", card=self._card(history["schedule"], it))
 
     def _log(self, record: dict) -> None:
         with open(self.out / "log.jsonl", "a") as f:
@@ -259,6 +418,8 @@ class Trainer:
 
     def _rewrite_log(self, history: dict) -> None:
         """Make log.jsonl agree with the checkpoint (drop lines written after it)."""
-        lines = [json.dumps({"iteration": i, "loss": v}) for i, v in history["loss"]]
+        lrs = dict(history.get("lr", []))
+        lines = [json.dumps({"iteration": i, "loss": v, **({"lr": lrs[i]} if i in lrs else {})})
+                 for i, v in history["loss"]]
         lines += [json.dumps({"iteration": i, "val_psnr": v}) for i, v in history["val"]]
         (self.out / "log.jsonl").write_text("".join(line + "\n" for line in lines))

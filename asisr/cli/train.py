@@ -16,10 +16,12 @@ HELP = (
     "s ~ U(scale-min, scale-max), crops an HR patch of round(patch * s), bicubic-downsamples it to\n"
     "patch x patch and keeps a patch x patch window of HR pixels, so one batch mixes scales.\n"
     "L1 loss, Adam, cosine schedule, EMA weights; validation PSNR on held-out images; checkpoints\n"
-    "in OUT. Running the same command again resumes from the last checkpoint.\n\n"
+    "in OUT. Running the same command again resumes from the last checkpoint; running it with a\n"
+    "larger --iters extends the run (finished or not), its learning rate continuing as --extend says.\n\n"
     "Examples:\n\n"
     "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light --iters 300000\n\n"
     "  asisr-train --model liif --data photos/ --out runs/liif --query random --init-backbone liif.pth\n\n"
+    "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light --iters 400000 --extend cosine\n\n"
     "The EMA weights with the best validation PSNR are OUT/best.pt (use with --model anywhere)."
 )
 app = make_app(HELP)
@@ -50,7 +52,10 @@ def train(
                                                 help="Start from all weights of an asisr checkpoint of the same model."),
     pretrained_lr_mult: float = typer.Option(1.0, "--pretrained-lr-mult",
                                              help="Learning-rate factor for the --init-backbone weights."),
-    iters: int = typer.Option(1000, "--iters", help="Total iterations."),
+    iters: int = typer.Option(1000, "--iters", help="Total iterations; more than a run in OUT has extends it."),
+    extend: Optional[str] = typer.Option(
+        None, "--extend", help="How the learning rate continues when --iters extends a run: cosine (the default; "
+        "from the peak --lr down to the minimum at the new end, no new warm-up) or constant (keep the rate reached)."),
     batch: int = typer.Option(16, "--batch", help="Samples per batch."),
     patch: int = typer.Option(48, "--patch", help="LR patch edge (= HR window edge)."),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (cosine decay)."),
@@ -70,12 +75,14 @@ def train(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     from asisr.training.data import SamplingConfig
-    from asisr.training.trainer import TrainConfig, Trainer
+    from asisr.training.trainer import EXTEND_MODES, TrainConfig, Trainer, describe_schedule
 
     for name, value in (("--iters", iters), ("--batch", batch), ("--patch", patch), ("--val-every", val_every),
                         ("--ckpt-every", ckpt_every)):
         if value < 1:
             raise UserError(f"{name} must be positive")
+    if extend is not None and extend not in EXTEND_MODES:
+        raise UserError(f"--extend must be {' or '.join(EXTEND_MODES)}, not {extend!r}")
     if not (0.0 <= ema_decay < 1.0):
         raise UserError("--ema-decay must be in [0, 1)")
     if not (1.0 <= scale_min <= scale_max):
@@ -92,9 +99,15 @@ def train(
         ckpt_every=ckpt_every, seed=seed, workers=workers, threads=threads, device=device,
         sampling=SamplingConfig(patch=patch, scale_min=scale_min, scale_max=scale_max, asymmetric=asymmetric,
                                 query=query))
-    history = Trainer(cfg, out).run()
+    trainer = Trainer(cfg, out)
+    history = trainer.run(extend=extend, notify=typer.echo)
     best = history["best_val"]
-    typer.echo(f"done: {len(history['loss'])} iterations; best validation PSNR {best:.3f} dB -> {out / 'best.pt'}")
+    extended = ""
+    if trainer.extension is not None:
+        seg = trainer.extension["segment"]
+        extended = f", extended from {trainer.extension['from']} (+{seg['end'] - seg['start']} it {seg['kind']})"
+    typer.echo(f"done: {len(history['loss'])} iterations{extended}; schedule: {describe_schedule(history['schedule'])}; "
+               f"best validation PSNR {best:.3f} dB -> {out / 'best.pt'}")
 
 
 def main(argv: list[str] | None = None) -> int:
