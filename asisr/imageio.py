@@ -1,11 +1,20 @@
 """Reading and writing image files: every failure is a one-line ``UserError``; writes are atomic.
 
 OpenCV reads and writes 8- and 16-bit grey, RGB and RGBA PNG/TIFF alike (PIL cannot
-write 16-bit colour). Arrays are RGB(A) order in and out of this module.
+write 16-bit colour). Arrays are RGB(A) order in and out of this module. Whatever OpenCV and
+its codec libraries say while decoding or encoding (``[ WARN ...]`` lines, ``libpng error: ...``)
+is kept off the terminal: the ``UserError`` is the one message. The checks a command runs before
+any work (``check_output_folder``, ``check_free_space``, ``image_header``) live here too.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -19,8 +28,38 @@ _SIXTEEN_BIT_OK = (".png", ".tif", ".tiff")
 
 
 def list_images(folder: str | Path) -> list[Path]:
+    """The images in ``folder``, by name; hidden files (temporaries of a write in progress, ``._*``) are not images."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+@contextmanager
+def quiet_codecs() -> Iterator[None]:
+    """Silence OpenCV's log and whatever codec libraries print on the process's stderr (libpng does) meanwhile."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = logging.getLogLevel() if logging is not None else None
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    saved = None
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2: nothing to silence there
+        if saved is not None:
+            os.close(saved)
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if logging is not None:
+            logging.setLogLevel(level)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -32,8 +71,12 @@ def read_image(path: str | Path) -> np.ndarray:
         raise UserError(f"input is not a file: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"input is empty (0 bytes): {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    with quiet_codecs():
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise UserError(f"cannot decode image (corrupt or not an image): {path}")
     if image.dtype not in (np.uint8, np.uint16):
@@ -80,7 +123,8 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
             image = image[:, :, [2, 1, 0]]  # JPEG has no alpha
         else:
             image = image[:, :, [2, 1, 0, 3]]
-    ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(image))
+    with quiet_codecs():
+        ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(image))
     if not ok:
         raise UserError(f"cannot encode image as {suffix}: {path}")
     try:
@@ -88,3 +132,88 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
             tmp.write_bytes(encoded.tobytes())
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def image_header(path: str | Path) -> tuple[int, int, int, int] | None:
+    """(height, width, channels, bytes per sample) as ``read_image`` would give them, from the header only.
+
+    None when the header cannot be read (``read_image`` then says why). Used to plan outputs
+    (their disk space) before any image is decoded.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            mode, bands = im.mode, len(im.getbands())
+            transparent = "transparency" in im.info
+            tags = getattr(im, "tag_v2", None)  # TIFF: BitsPerSample
+            bits = tags.get(258) if tags is not None else None
+        with path.open("rb") as f:
+            head = f.read(26)
+    except Exception:  # PIL raises many kinds on a bad file
+        return None
+    if mode == "P":
+        channels = 4 if transparent else 3
+    elif mode == "CMYK":
+        channels = 3
+    else:
+        channels = {1: 1, 2: 4, 3: 3, 4: 4}.get(bands, 3)  # grey + alpha is read as RGBA
+    sixteen = mode.startswith("I") or (isinstance(bits, tuple) and max(bits, default=8) > 8)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 25:
+        sixteen = head[24] == 16
+    return h, w, channels, 2 if sixteen else 1
+
+
+def output_bytes(out_hw: tuple[int, int], channels: int, bytes_per_sample: int, suffix: str) -> int:
+    """Upper estimate of an output file's size: its pixels uncompressed, in the kind ``write_image`` writes."""
+    suffix = suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        channels = min(channels, 3)  # JPEG has no alpha
+    if suffix not in _SIXTEEN_BIT_OK:
+        bytes_per_sample = 1
+    return int(out_hw[0]) * int(out_hw[1]) * max(1, int(channels)) * max(1, min(2, int(bytes_per_sample)))
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return p
+    return Path(".")
+
+
+def check_output_folder(folder: str | Path) -> None:
+    """Refuse, before any work, a folder outputs cannot be written to (or created in): probed with a real file."""
+    folder = Path(folder)
+    base = _existing_ancestor(folder.absolute())
+    if not base.is_dir():
+        raise UserError(f"cannot create output folder {folder}: {base} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=base):  # unnamed where the kernel allows, and gone when closed
+            pass
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if base == folder.absolute():
+            raise UserError(f"cannot write to output folder {folder}: {reason}") from None
+        raise UserError(f"cannot create output folder {folder}: {base} is not writable ({reason})") from None
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Refuse, before any work, outputs (``what``) whose estimated ``needed`` bytes exceed the free space."""
+    folder = Path(folder)
+    try:
+        free = shutil.disk_usage(_existing_ancestor(folder.absolute())).free
+    except OSError:
+        return  # the space is unknown: the write itself will tell
+    if needed > free:
+        raise UserError(f"not enough disk space for {what}: about {_human(needed)} needed (uncompressed), "
+                        f"{_human(free)} free in {folder}")

@@ -9,12 +9,14 @@ once into a cache keyed by its sha256 and the model code's.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import asisr
 from asisr import weights
 from asisr.cache import cache_dir
 from asisr.errors import UserError
+from asisr.locks import FileLock
 from asisr.runtime.pipeline import Pipeline
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -58,7 +60,9 @@ def export_cached(checkpoint: Path) -> Path:
     The key is the checkpoint's sha256 and the model code's (``_graph_code_digest``): the
     graph, the descriptor (halos, tile costs) and the configuration are all functions of the
     two, so an upgrade or a local edit of a model never reuses a stale export, and a hit
-    needs no model load.
+    needs no model load. An export takes seconds, so it says so on stderr (a hit is silent).
+    Processes exporting the same entry at once take turns on a lock file beside it: the first
+    exports, the others wait and reuse its entry, which appears whole (``export_onnx``).
     """
     require_torch(f"running checkpoint {checkpoint} on ONNX Runtime (it is exported first)")
     from asisr.digest import sha256_file
@@ -69,13 +73,35 @@ def export_cached(checkpoint: Path) -> Path:
     digest = sha256_file(checkpoint)
     code = _graph_code_digest()[:8]
     target = cache_dir() / "onnx" / f"{digest[:20]}-{code}-opset{DEFAULT_OPSET}-asisr{asisr.__version__}"
-    if (target / "manifest.json").is_file():
+
+    def cached() -> bool:
+        if not (target / "manifest.json").is_file():
+            return False
         try:
             read_manifest(target)
-            return target
+            return True
         except UserError:
-            pass  # a damaged cache entry is rebuilt
-    export_onnx(load(checkpoint), target, overwrite=True)
+            return False  # a damaged cache entry is rebuilt
+
+    if cached():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the export cache {target.parent}: {e.strerror or e} "
+                        "(set ASISR_CACHE to a writable folder)") from None
+    lock = FileLock(target.parent / f".{target.name}.lock")
+    if not lock.acquire(blocking=False):
+        print(f"waiting for another asisr process exporting {checkpoint} to ONNX ...", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        if cached():  # the process we waited for exported it
+            return target
+        model = load(checkpoint)  # a bad checkpoint fails here, with its one error line and nothing before it
+        print(f"exporting {checkpoint} to ONNX once (cached in {target}) ...", file=sys.stderr, flush=True)
+        export_onnx(model, target, overwrite=True)
+    finally:
+        lock.release()
     return target
 
 

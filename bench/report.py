@@ -16,6 +16,7 @@ import platform
 from pathlib import Path
 
 from asisr.errors import UserError
+from asisr.runtime.contract import STAGE_NAMES
 
 
 def cpu_model() -> str:
@@ -116,7 +117,7 @@ def _cells(r: dict) -> list[str]:
     fl = r["flops"]
     return [
         r["job"], r["backend"], _f(r["median_s"]), f"{_f(r['min_s'])}-{_f(r['max_s'])}", _f(r["mpx_per_s"]),
-        _f(r["peak_rss_mib"], 0), f"{fl['backbone'] / 1e9:.1f} / {fl['upsampler'] / 1e9:.1f}",
+        _f(r["peak_rss_mib"], 0), " / ".join(f"{fl[stage] / 1e9:.1f}" for stage in STAGE_NAMES),
         _f(r["gflops_per_s"], 1), _f(r["gemm_ratio"], 1, 100.0), f"{r['tile']}/{r['lr_tile']}",
         _f(r.get("psnr"), 3), "—" if r.get("psnr_delta") is None else f"{r['psnr_delta']:+.4f}",
     ]

@@ -164,7 +164,7 @@ def test_changed_config_is_refused(image_folder, tmp_path):
     from asisr.errors import UserError
 
     Trainer(tiny_config(image_folder, iters=2), tmp_path / "r").run(progress=False)
-    with pytest.raises(UserError, match="different configuration"):
+    with pytest.raises(UserError, match=r"different configuration \(lr 0\.002 -> 0\.001\)"):
         Trainer(tiny_config(image_folder, iters=2, lr=1e-3), tmp_path / "r").run(progress=False)
 
 
@@ -245,3 +245,149 @@ def test_init_weights_continues_from_a_checkpoint(image_folder, tmp_path):
     other = save(create("eqsr_light", n_feats=8, n_groups=1, n_resblocks=2, upsampler_width=8), tmp_path / "o.pt")
     with pytest.raises(UserError, match="not this run's"):
         Trainer(tiny_config(image_folder, iters=1, init_weights=str(other)), tmp_path / "third").run(progress=False)
+
+
+# Extending a run: a larger iters continues it on a new schedule segment.
+
+def _extension_base(image_folder, tmp_path, **kw):
+    """A finished 7-iteration run (its end not a validation multiple); returns (history, the learning rate its scheduler reached)."""
+    cfg = tiny_config(image_folder, iters=7, val_every=4, ckpt_every=4, **kw)
+    history = Trainer(cfg, tmp_path / "base").run(progress=False)
+    reached = torch.load(tmp_path / "base" / "state.pt", weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+    return history, reached
+
+
+def _card(path):
+    return torch.load(path, weights_only=False)["asisr"]["card"]["training"]
+
+
+def test_extending_a_finished_run_continues_its_curves(image_folder, tmp_path):
+    base, reached = _extension_base(image_folder, tmp_path)
+    cfg = tiny_config(image_folder, iters=11, val_every=4, ckpt_every=4)
+    assert reached == pytest.approx(cfg.lr_min, rel=1e-9)  # the cosine has reached lr_min at the old end
+    runs = {}
+    for mode in ("constant", "cosine"):
+        shutil.copytree(tmp_path / "base", tmp_path / mode)
+        trainer = Trainer(cfg, tmp_path / mode)
+        runs[mode] = trainer.run(progress=False, extend=mode)
+        h = runs[mode]
+        assert trainer.extension is not None and (trainer.extension["from"], trainer.extension["to"]) == (7, 11)
+        # the old run is the start of the new one: losses, learning rates, validations unchanged
+        assert h["loss"][:7] == base["loss"] and h["lr"][:7] == base["lr"] and h["val"][:2] == base["val"]
+        assert [i for i, _ in h["loss"]] == list(range(1, 12)) and [i for i, _ in h["val"]] == [4, 7, 8, 11]
+        assert [(s["start"], s["end"], s["kind"]) for s in h["schedule"]] == [(0, 7, "cosine"), (7, 11, mode)]
+        card = _card(tmp_path / mode / "last.pt")
+        assert card["iterations"] == 11 and card["schedule"] == h["schedule"]
+        assert card["schedule_summary"].startswith("7 it cosine (warm-up 2, 0.002 -> 1e-06), then +4 it " + mode)
+        log = [json.loads(line) for line in (tmp_path / mode / "log.jsonl").read_text().splitlines()]
+        assert [[r["iteration"], r["lr"]] for r in log if "loss" in r] == h["lr"]
+    constant = [v for _, v in runs["constant"]["lr"][7:]]
+    assert constant == [reached] * 4  # exactly the learning rate the run had reached
+    assert runs["constant"]["schedule"][1]["lr_start"] == runs["constant"]["schedule"][1]["lr_end"] == reached
+    # cosine: from the peak lr (no new warm-up) down to lr_min, reached after the new end
+    cosine = [v for _, v in runs["cosine"]["lr"][7:]]
+    expected = [cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]
+    assert cosine == pytest.approx(expected, rel=1e-12)
+    assert all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] > cfg.lr_min
+    final = torch.load(tmp_path / "cosine" / "state.pt", weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+    assert final == pytest.approx(cfg.lr_min, rel=1e-9)
+    assert runs["cosine"]["schedule"][1]["lr_end"] == pytest.approx(cfg.lr_min, rel=1e-9)
+    # a checkpoint saved part-way records the schedule up to its iteration (best.pt's card)
+    from asisr.training.trainer import schedule_until
+
+    cut = schedule_until(cfg, runs["cosine"]["schedule"], 9)
+    assert [(s["start"], s["end"]) for s in cut] == [(0, 7), (7, 9)] and cut[0] == runs["cosine"]["schedule"][0]
+    assert cut[1]["lr_end"] == runs["cosine"]["lr"][9][1]  # the rate iteration 10 went on with
+    best = _card(tmp_path / "cosine" / "best.pt")
+    assert best["schedule"] == schedule_until(cfg, runs["cosine"]["schedule"], best["iterations"])
+    # the new iterations trained on: a higher learning rate moves the weights further
+    assert runs["cosine"]["loss"][7:] != runs["constant"]["loss"][7:]
+
+
+@pytest.mark.parametrize("mode", ["cosine", "constant"])
+def test_extended_run_stopped_and_resumed_gives_the_same_curve(image_folder, tmp_path, mode):
+    _extension_base(image_folder, tmp_path)
+    cfg = tiny_config(image_folder, iters=14, val_every=4, ckpt_every=4)
+    for name in ("straight", "stopped"):
+        shutil.copytree(tmp_path / "base", tmp_path / name)
+    straight = Trainer(cfg, tmp_path / "straight").run(progress=False, extend=mode)
+    Trainer(cfg, tmp_path / "stopped").run(progress=False, extend=mode, stop_after=3)  # stops at 10
+    assert torch.load(tmp_path / "stopped" / "state.pt", weights_only=False)["iteration"] == 10
+    from asisr.errors import UserError
+
+    other = "constant" if mode == "cosine" else "cosine"
+    with pytest.raises(UserError, match=f"extended to 14 iterations with --extend {mode}, not {other}"):
+        Trainer(cfg, tmp_path / "stopped").run(progress=False, extend=other)
+    resumed = Trainer(cfg, tmp_path / "stopped").run(progress=False)  # no --extend: the recorded segment
+    # the same run extended before it had finished (stopped at 5 of 7) ends on the same curve
+    Trainer(tiny_config(image_folder, iters=7, val_every=4, ckpt_every=4), tmp_path / "early").run(
+        progress=False, stop_after=5)
+    early = Trainer(cfg, tmp_path / "early").run(progress=False, extend=mode)
+    reference = _final_state(tmp_path / "straight")
+    for h, run in ((resumed, "stopped"), (early, "early")):
+        assert h["loss"] == straight["loss"] and h["lr"] == straight["lr"] and h["val"] == straight["val"], run
+        assert h["schedule"] == straight["schedule"], run
+        final = _final_state(tmp_path / run)
+        assert all(torch.equal(final[k], v) for k, v in reference.items()), run
+
+
+def test_extension_refuses_other_changes_and_fewer_iterations(image_folder, tmp_path):
+    from asisr.errors import UserError
+
+    _extension_base(image_folder, tmp_path)
+    run = tmp_path / "base"
+    with pytest.raises(UserError, match=r"different configuration \(batch 4 -> 8, sampling\.patch 16 -> 24\)"):
+        Trainer(replace(tiny_config(image_folder, iters=12, val_every=4, ckpt_every=4, batch=8),
+                        sampling=SamplingConfig(patch=24)), run).run(progress=False)
+    with pytest.raises(UserError, match=r"different configuration \(seed 0 -> 1\)"):
+        Trainer(tiny_config(image_folder, iters=12, val_every=4, ckpt_every=4, seed=1), run).run(progress=False)
+    with pytest.raises(UserError, match="already has 7 iterations; --iters 6"):
+        Trainer(tiny_config(image_folder, iters=6, val_every=4, ckpt_every=4), run).run(progress=False)
+    # a run planned for 12 and stopped at 9 cannot be cut to 11 either
+    Trainer(tiny_config(image_folder, iters=12, val_every=4, ckpt_every=4), run).run(progress=False, stop_after=2)
+    with pytest.raises(UserError, match=r"a run of 12 iterations \(9 done\); --iters can only grow"):
+        Trainer(tiny_config(image_folder, iters=11, val_every=4, ckpt_every=4), run).run(progress=False)
+    assert torch.load(run / "state.pt", weights_only=False)["iteration"] == 9  # nothing was touched
+
+
+def test_extending_a_run_saved_before_schedules_were_recorded(image_folder, tmp_path):
+    """A state.pt without a schedule (older asisr) is its own cosine over the saved config's iters."""
+    _extension_base(image_folder, tmp_path)
+    shutil.copytree(tmp_path / "base", tmp_path / "old")
+    st = torch.load(tmp_path / "old" / "state.pt", weights_only=False)
+    del st["history"]["schedule"], st["history"]["lr"]
+    torch.save(st, tmp_path / "old" / "state.pt")
+    cfg = tiny_config(image_folder, iters=11, val_every=4, ckpt_every=4)
+    new = Trainer(cfg, tmp_path / "base").run(progress=False, extend="constant")
+    old = Trainer(cfg, tmp_path / "old").run(progress=False, extend="constant")
+    assert old["loss"] == new["loss"] and old["val"] == new["val"] and old["schedule"] == new["schedule"]
+    assert old["lr"] == new["lr"][7:]
+
+
+def test_cli_extends_a_finished_run(image_folder, tmp_path, capsys):
+    from asisr.cli.train import main
+    from tests.cli_helpers import assert_user_error, invoke
+
+    out = tmp_path / "cli"
+    args = ["--data", image_folder, "--out", out, "--batch", "4", "--patch", "16", "--lr", "0.002", "--warmup", "2",
+            "--val-every", "4", "--ckpt-every", "4", "--workers", "0", "--threads", "1"]
+    for k, v in TINY_LIGHT.items():
+        args += ["--model-arg", f"{k}={v}"]
+    code, stdout, err = invoke(main, [*args, "--iters", "6"], capsys)
+    assert code == 0, err
+    assert "done: 6 iterations; schedule: 6 it cosine (warm-up 2, 0.002 -> 1e-06);" in stdout
+    code, _, err = invoke(main, [*args, "--iters", "9", "--extend", "sideways"], capsys)
+    assert_user_error(code, err, "--extend must be cosine or constant")
+    code, _, err = invoke(main, [*args, "--iters", "9", "--batch", "8"], capsys)
+    assert_user_error(code, err, "different configuration (batch 4 -> 8)")
+    code, stdout, err = invoke(main, [*args, "--iters", "9", "--extend", "constant"], capsys)
+    assert code == 0, err
+    assert f"extending {out} from 6 to 9 iterations (6 done)" in stdout
+    summary = stdout.strip().splitlines()[-1]
+    assert summary.startswith("done: 9 iterations, extended from 6 (+3 it constant); schedule: 6 it cosine "
+                              "(warm-up 2, 0.002 -> 1e-06), then +3 it constant (1e-06); best validation PSNR"), summary
+    st = torch.load(out / "state.pt", weights_only=False)
+    assert st["iteration"] == 9 and [s["kind"] for s in st["history"]["schedule"]] == ["cosine", "constant"]
+    assert json.loads((out / "config.json").read_text())["iters"] == 9
+    code, _, err = invoke(main, [*args, "--iters", "7"], capsys)
+    assert_user_error(code, err, "already has 9 iterations")

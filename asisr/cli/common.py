@@ -15,6 +15,11 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _click_exceptions
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process killed by Ctrl-C
+
+
+class Interrupted(Exception):
+    """Ctrl-C, caught by a command that says what it had finished: ``run_app`` prints that one line, exit 130."""
 _UsageError = _click_exceptions.UsageError
 _NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 
@@ -30,6 +35,11 @@ def run_app(app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> 
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        if rc == EXIT_INTERRUPTED:  # typer turns a KeyboardInterrupt inside a command into a silent exit 130
+            typer.echo("interrupted", err=True)
+    except Interrupted as e:
+        typer.echo(" ".join(str(e).split()), err=True)
+        rc = EXIT_INTERRUPTED
     except typer.Exit as e:
         rc = e.exit_code
     except _NoArgsIsHelpError as e:
@@ -40,8 +50,8 @@ def run_app(app: typer.Typer, prog_name: str, argv: list[str] | None = None) -> 
         typer.echo("error: " + " ".join(e.format_message().split()) + hint, err=True)
         rc = EXIT_USER_ERROR
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("error: interrupted", err=True)
-        rc = 130
+        typer.echo("interrupted", err=True)
+        rc = EXIT_INTERRUPTED
     except UserError as e:
         typer.echo("error: " + " ".join(str(e).split()), err=True)
         rc = EXIT_USER_ERROR

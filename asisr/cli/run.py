@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from asisr.cli.common import make_app, run_app
+from asisr.cli.common import Interrupted, make_app, run_app
 from asisr.errors import UserError
-from asisr.imageio import check_writable, list_images, read_image, write_image
-from asisr.scale import check_scale_range, parse_scale, parse_size
+from asisr.imageio import (
+    check_free_space,
+    check_output_folder,
+    check_writable,
+    image_header,
+    list_images,
+    output_bytes,
+    read_image,
+    write_image,
+)
+from asisr.locks import FileLock
+from asisr.scale import Scale, check_scale_range, output_size, parse_scale, parse_size
 
 HELP = (
     "Upscale an image (or every image in a folder) by any factor.\n\n"
@@ -20,7 +31,10 @@ HELP = (
     "  asisr-run frame.png --size 3840x2160 --out frame_4k.png\n\n"
     "  asisr-run photos/ --scale 2.5 --out photos_x2.5/ --model liif_onnx/\n\n"
     "  asisr-run photo.png --scale 4 --out x4.png --model liif.pth --backend torch\n\n"
-    "A folder run skips images whose output already exists, so an interrupted run can be restarted."
+    "Everything that can be checked without the model (the input decodes, the output folder is writable and has "
+    "the space, no output would be overwritten without --overwrite) is checked before it is loaded. A folder run "
+    "skips images whose output already exists, so an interrupted run (Ctrl-C) is resumed by running the same "
+    "command again; several runs may share one output folder, each image is computed once."
 )
 app = make_app(HELP)
 
@@ -46,63 +60,207 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Upscale INPUT and write OUT."""
+    started = time.time_ns()  # outputs written after this, by another process, count as done
     if (scale is None) == (size is None):
         raise UserError("give exactly one of --scale or --size")
     factor = parse_scale(scale) if scale is not None else None
     target = parse_size(size) if size is not None else None
     from asisr.runtime.tiling import parse_memory
+    from asisr.sources import BACKENDS, open_upscaler
 
     budget = parse_memory(max_memory) if max_memory is not None else None
     if tile is not None and tile < 1:
         raise UserError("--tile must be a positive number of pixels")
     if threads is not None and threads < 1:
         raise UserError("--threads must be positive")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if not input.exists():
         raise UserError(f"input not found: {input}")
-    if input.is_dir():
-        jobs = _folder_jobs(input, out, overwrite)
-    else:
+    # Every check that needs no model comes first: a mistake costs no model load and no upscaling.
+    single = not input.is_dir()
+    if single:
         if out.exists() and out.is_dir():
             out = out / input.name
-        jobs = [(input, check_writable(out, overwrite))]
+        dst = check_writable(out, overwrite)
         image = read_image(input)  # decoded once, before loading a model, so a bad input fails first
-    from asisr.sources import open_upscaler
-
-    upscaler = open_upscaler(model, backend=backend, threads=threads, tile=tile, max_scale=max_scale,
-                             providers=provider, max_memory=budget)
-    if factor is not None:
-        check_scale_range(factor, upscaler.max_scale)
-    with upscaler:
-        if input.is_dir():
-            _run_folder(upscaler, jobs, factor, target)
-        else:
+        check_output_folder(dst.parent)
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        check_free_space(dst.parent, output_bytes(_planned_size(image.shape[:2], factor, target), channels,
+                                                  image.dtype.itemsize, dst.suffix), str(dst))
+        jobs, existed = [(input, dst)], 0
+    else:
+        image = None
+        jobs, existed = _folder_jobs(input, out, overwrite)
+        if jobs:
+            check_output_folder(out)
+            check_free_space(out, sum(_job_bytes(src, dst, factor, target) for src, dst in jobs),
+                             f"{len(jobs)} images in {out}")
+    tally = _Tally(len(jobs), existed)
+    claim, made = None, []
+    try:
+        if single:
             dst = jobs[0][1]
-            write_image(dst, upscaler.upscale(image, scale=factor, size=target))
-            typer.echo(f"wrote {dst}")
+            made = _make_folder(dst.parent)
+            claim = _claim(dst, wait=True, announce=True)
+            if _done_elsewhere(dst, overwrite, started):
+                typer.echo(f"{dst} was written meanwhile by another asisr process")
+                return
+        if backend == "torch" and model is not None and model.is_file():  # importing torch and loading take seconds
+            typer.echo(f"loading {model} on PyTorch ...", err=True)
+        upscaler = open_upscaler(model, backend=backend, threads=threads, tile=tile, max_scale=max_scale,
+                                 providers=provider, max_memory=budget)
+        if factor is not None:
+            check_scale_range(factor, upscaler.max_scale)
+        with upscaler:
+            if image is None:  # a folder
+                _run_folder(upscaler, out, jobs, factor, target, overwrite, started, tally)
+            else:
+                write_image(jobs[0][1], upscaler.upscale(image, scale=factor, size=target))
+                tally.written += 1
+    except KeyboardInterrupt:
+        raise Interrupted(tally.interrupted(single, out)) from None
+    finally:
+        if claim is not None:
+            claim.release()
+        if not tally.written:
+            _remove_empty(made)  # a failed single-file run leaves no folder it created behind
+    if single:
+        typer.echo(f"wrote {jobs[0][1]}")
+    else:
+        tally.report()
 
 
-def _folder_jobs(folder: Path, out: Path, overwrite: bool) -> list[tuple[Path, Path]]:
+def _planned_size(lr_hw: tuple[int, int], factor: Scale | None, target: tuple[int, int] | None) -> tuple[int, int]:
+    """The output size (height, width) the upscaler will produce for an input of ``lr_hw``."""
+    if target is not None:
+        return target
+    assert factor is not None
+    return output_size(int(lr_hw[0]), int(lr_hw[1]), factor)
+
+
+def _job_bytes(src: Path, dst: Path, factor: Scale | None, target: tuple[int, int] | None) -> int:
+    header = image_header(src)
+    if header is None:
+        return 0  # not readable: reported when its turn comes
+    h, w, channels, sample_bytes = header
+    return output_bytes(_planned_size((h, w), factor, target), channels, sample_bytes, dst.suffix)
+
+
+def _folder_jobs(folder: Path, out: Path, overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
+    """(source, output) pairs still to do, and how many outputs already existed."""
     if out.exists() and not out.is_dir():
         raise UserError(f"INPUT is a folder, so --out must be a folder, but {out} is a file")
     images = list_images(folder)
     if not images:
         raise UserError(f"no images found in {folder}")
-    return [(src, out / src.name) for src in images if overwrite or not (out / src.name).exists()]
+    jobs = [(src, out / src.name) for src in images if overwrite or not (out / src.name).exists()]
+    return jobs, len(images) - len(jobs)
 
 
-def _run_folder(upscaler, jobs, factor, target) -> None:
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` (and missing parents); the folders created, deepest first."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _claim(dst: Path, wait: bool, announce: bool = False) -> FileLock | None:
+    """The lock every asisr process takes on ``dst`` (``.NAME.lock`` beside it) before computing it.
+
+    None when another process holds it and ``wait`` is off; ``announce`` says on stderr that this one waits.
+    """
+    lock = FileLock(dst.with_name(f".{dst.name}.lock"))
+    if lock.acquire(blocking=False):
+        return lock
+    if not wait:
+        return None
+    if announce:
+        typer.echo(f"waiting for another asisr process writing {dst} ...", err=True)
+    lock.acquire()
+    return lock
+
+
+def _done_elsewhere(dst: Path, overwrite: bool, started: int) -> bool:
+    """Another process wrote ``dst`` meanwhile: without --overwrite it exists now, with it it was written since we started."""
+    try:
+        stat = dst.stat()
+    except FileNotFoundError:
+        return False
+    return not overwrite or stat.st_mtime_ns >= started
+
+
+class _Tally:
+    """What a run has done so far, for its last line (also when interrupted)."""
+
+    def __init__(self, total: int, existed: int):
+        self.total, self.existed = total, existed
+        self.written = 0  # by this process
+        self.others = 0  # by another process meanwhile
+        self.failed: list[str] = []
+
+    def interrupted(self, folder: bool, out: Path) -> str:
+        if not folder:
+            return f"interrupted: {out} was written" if self.written else f"interrupted: {out} was not written"
+        done = self.written + self.others
+        return (f"interrupted: {done} of {self.total} images written to {out}"
+                + (f" ({self.existed} more existed before)" if self.existed else "")
+                + "; run the same command again to resume")
+
+    def report(self) -> None:
+        if self.failed:
+            raise UserError(f"{len(self.failed)} of {self.total} images failed (first: {self.failed[0]})")
+        typer.echo(f"wrote {self.written} images"
+                   + (f" ({self.others} more written meanwhile by another asisr process)" if self.others else "")
+                   + ("" if self.total else " (all outputs already existed)"))
+
+
+def _run_folder(upscaler, out: Path, jobs, factor, target, overwrite: bool, started: int, tally: _Tally) -> None:
+    """Each image under its claim; images another process is working on are left for last, then waited for."""
     from tqdm import tqdm
 
-    failed = []
-    for src, dst in tqdm(jobs, desc="upscaling", unit="img"):
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(jobs), desc="upscaling", unit="img") as bar:
+        later = []
+        for job in jobs:
+            if _one_image(upscaler, job, factor, target, overwrite, started, tally, wait=False):
+                bar.update()
+            else:
+                later.append(job)
+        for job in later:
+            _one_image(upscaler, job, factor, target, overwrite, started, tally, wait=True)
+            bar.update()
+
+
+def _one_image(upscaler, job, factor, target, overwrite: bool, started: int, tally: _Tally, wait: bool) -> bool:
+    """Do one image unless another process has it: False when it does and ``wait`` is off."""
+    from tqdm import tqdm
+
+    src, dst = job
+    claim = _claim(dst, wait)
+    if claim is None:
+        return False
+    try:
+        if _done_elsewhere(dst, overwrite, started):
+            tally.others += 1
+            return True
         try:
             write_image(dst, upscaler.upscale(read_image(src), scale=factor, size=target))
+            tally.written += 1
         except UserError as e:
-            failed.append(f"{src.name}: {e}")
+            tally.failed.append(f"{src.name}: {e}")
             tqdm.write(f"skipped {src.name}: {e}")
-    if failed:
-        raise UserError(f"{len(failed)} of {len(jobs)} images failed (first: {failed[0]})")
-    typer.echo(f"wrote {len(jobs)} images" + ("" if jobs else " (all outputs already existed)"))
+    finally:
+        claim.release()
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
