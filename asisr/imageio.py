@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,32 +35,60 @@ def list_images(folder: str | Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
+_quiet = threading.Lock()
+_quiet_state: dict = {"depth": 0, "saved_fd": None, "log_level": None}
+
+
 @contextmanager
 def quiet_codecs() -> Iterator[None]:
-    """Silence OpenCV's log and whatever codec libraries print on the process's stderr (libpng does) meanwhile."""
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    level = logging.getLogLevel() if logging is not None else None
-    if logging is not None:
-        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    saved = None
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no file descriptor 2: nothing to silence there
-        if saved is not None:
-            os.close(saved)
-        saved = None
+    """Silence OpenCV's log and what codec libraries print on the process's stderr (libpng does) meanwhile.
+
+    Nests and overlaps across threads: the first to enter silences, the last to leave restores.
+    """
+    with _quiet:
+        if _quiet_state["depth"] == 0:
+            _silence(_quiet_state)
+        _quiet_state["depth"] += 1
     try:
         yield
     finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-        if logging is not None:
-            logging.setLogLevel(level)
+        with _quiet:
+            _quiet_state["depth"] -= 1
+            if _quiet_state["depth"] == 0:
+                _restore(_quiet_state)
+
+
+def _silence(state: dict) -> None:
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        state["log_level"] = logging.getLogLevel()
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2: nothing to silence there
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+    except OSError:
+        os.close(saved)
+        return
+    state["saved_fd"] = saved
+
+
+def _restore(state: dict) -> None:
+    saved, state["saved_fd"] = state["saved_fd"], None
+    if saved is not None:
+        os.dup2(saved, 2)
+        os.close(saved)
+    level, state["log_level"] = state["log_level"], None
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and level is not None:
+        logging.setLogLevel(level)
 
 
 def read_image(path: str | Path) -> np.ndarray:

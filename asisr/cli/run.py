@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Optional
+import os
+import signal
+import sys
 
-import typer
 
-from asisr.cli.common import Interrupted, make_app, run_app
-from asisr.errors import UserError
-from asisr.imageio import (
+def _interrupted_while_starting(signum, frame) -> None:
+    os.write(2, b"interrupted: nothing was written\n")
+    os._exit(130)
+
+
+# Ctrl-C while the imports below load (a few tenths of a second) would end in an import traceback:
+# as the asisr-run command (not when imported), it is one line instead until ``main`` takes over.
+_AS_COMMAND = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "asisr-run"
+if _AS_COMMAND and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
+
+from asisr.cli.common import Interrupted, make_app, run_app  # noqa: E402
+from asisr.errors import UserError  # noqa: E402
+from asisr.imageio import (  # noqa: E402
     check_free_space,
     check_output_folder,
     check_writable,
@@ -20,8 +36,8 @@ from asisr.imageio import (
     read_image,
     write_image,
 )
-from asisr.locks import FileLock
-from asisr.scale import Scale, check_scale_range, output_size, parse_scale, parse_size
+from asisr.locks import FileLock  # noqa: E402
+from asisr.scale import Scale, check_scale_range, output_size, parse_scale, parse_size  # noqa: E402
 
 HELP = (
     "Upscale an image (or every image in a folder) by any factor.\n\n"
@@ -75,27 +91,10 @@ def run(
         raise UserError("--threads must be positive")
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if not input.exists():
-        raise UserError(f"input not found: {input}")
-    # Every check that needs no model comes first: a mistake costs no model load and no upscaling.
-    single = not input.is_dir()
-    if single:
-        if out.exists() and out.is_dir():
-            out = out / input.name
-        dst = check_writable(out, overwrite)
-        image = read_image(input)  # decoded once, before loading a model, so a bad input fails first
-        check_output_folder(dst.parent)
-        channels = 1 if image.ndim == 2 else image.shape[2]
-        check_free_space(dst.parent, output_bytes(_planned_size(image.shape[:2], factor, target), channels,
-                                                  image.dtype.itemsize, dst.suffix), str(dst))
-        jobs, existed = [(input, dst)], 0
-    else:
-        image = None
-        jobs, existed = _folder_jobs(input, out, overwrite)
-        if jobs:
-            check_output_folder(out)
-            check_free_space(out, sum(_job_bytes(src, dst, factor, target) for src, dst in jobs),
-                             f"{len(jobs)} images in {out}")
+    try:
+        single, out, image, jobs, existed = _prepare(input, out, overwrite, factor, target)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: nothing was written") from None
     tally = _Tally(len(jobs), existed)
     claim, made = None, []
     try:
@@ -113,22 +112,50 @@ def run(
         if factor is not None:
             check_scale_range(factor, upscaler.max_scale)
         with upscaler:
-            if image is None:  # a folder
-                _run_folder(upscaler, out, jobs, factor, target, overwrite, started, tally)
+            if not single:
+                made = _make_folder(out)
+                _run_folder(upscaler, jobs, factor, target, overwrite, started, tally)
             else:
                 write_image(jobs[0][1], upscaler.upscale(image, scale=factor, size=target))
                 tally.written += 1
     except KeyboardInterrupt:
-        raise Interrupted(tally.interrupted(single, out)) from None
+        raise Interrupted(tally.interrupted(not single, out)) from None
     finally:
         if claim is not None:
             claim.release()
         if not tally.written:
-            _remove_empty(made)  # a failed single-file run leaves no folder it created behind
+            _remove_empty(made)  # a run that wrote nothing leaves no folder it created behind
     if single:
         typer.echo(f"wrote {jobs[0][1]}")
     else:
         tally.report()
+
+
+def _prepare(input: Path, out: Path, overwrite: bool, factor: Scale | None, target: tuple[int, int] | None):
+    """Every check that needs no model, so that a mistake costs no model load and no upscaling.
+
+    Returns (single, out, image, jobs, existed): whether INPUT is one file, the output path
+    (a file, or the folder), the decoded image of a single-file run, the (source, output) pairs
+    to do and how many outputs of a folder run existed already.
+    """
+    if not input.exists():
+        raise UserError(f"input not found: {input}")
+    if not input.is_dir():
+        if out.exists() and out.is_dir():
+            out = out / input.name
+        dst = check_writable(out, overwrite)
+        image = read_image(input)  # decoded once, before loading a model, so a bad input fails first
+        check_output_folder(dst.parent)
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        check_free_space(dst.parent, output_bytes(_planned_size(image.shape[:2], factor, target), channels,
+                                                  image.dtype.itemsize, dst.suffix), str(dst))
+        return True, dst, image, [(input, dst)], 0
+    jobs, existed = _folder_jobs(input, out, overwrite)
+    if jobs:  # a finished folder needs no space and may be read-only
+        check_output_folder(out)
+        check_free_space(out, sum(_job_bytes(src, dst, factor, target) for src, dst in jobs),
+                         f"{len(jobs)} images in {out}")
+    return False, out, None, jobs, existed
 
 
 def _planned_size(lr_hw: tuple[int, int], factor: Scale | None, target: tuple[int, int] | None) -> tuple[int, int]:
@@ -223,11 +250,10 @@ class _Tally:
                    + ("" if self.total else " (all outputs already existed)"))
 
 
-def _run_folder(upscaler, out: Path, jobs, factor, target, overwrite: bool, started: int, tally: _Tally) -> None:
+def _run_folder(upscaler, jobs, factor, target, overwrite: bool, started: int, tally: _Tally) -> None:
     """Each image under its claim; images another process is working on are left for last, then waited for."""
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(jobs), desc="upscaling", unit="img") as bar:
         later = []
         for job in jobs:
@@ -264,6 +290,8 @@ def _one_image(upscaler, job, factor, target, overwrite: bool, started: int, tal
 
 
 def main(argv: list[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is a KeyboardInterrupt
     return run_app(app, "asisr-run", argv)
 
 
