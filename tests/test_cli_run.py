@@ -30,7 +30,7 @@ def run(args, capsys):
 
 def test_upscale_rgb_symmetric_and_asymmetric(rgb_png, tiny_liif_ckpt, tmp_path, capsys):
     out = tmp_path / "out.png"
-    code, _, err = run([rgb_png, "--scale", "2x3.5", "--out", out, "--model", tiny_liif_ckpt], capsys)
+    code, _, err = run([rgb_png, "--scale", "3.5x2", "--out", out, "--model", tiny_liif_ckpt], capsys)  # 3.5 across, 2 down
     assert code == 0, err
     assert read_image(out).shape == (40, 84, 3)
     out2 = tmp_path / "out2.png"
@@ -225,7 +225,7 @@ def test_upstream_eqsr_checkpoint_runs_on_both_backends(rgb_png, tmp_path, capsy
     outputs = {}
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / f"{backend}.png"
-        code, _, err = run([rgb_png, "--scale", "2x3.5", "--out", out, "--model", ckpt, "--backend", backend],
+        code, _, err = run([rgb_png, "--scale", "3.5x2", "--out", out, "--model", ckpt, "--backend", backend],
                            capsys)
         assert code == 0, (backend, err)
         outputs[backend] = read_image(out)

@@ -37,16 +37,30 @@ from asisr.imageio import (  # noqa: E402
     write_image,
 )
 from asisr.locks import FileLock  # noqa: E402
-from asisr.scale import Scale, check_scale_range, output_size, parse_scale, parse_size  # noqa: E402
+from asisr.scale import (  # noqa: E402
+    FITS,
+    Scale,
+    aspect_changes,
+    check_scale_range,
+    output_size,
+    parse_scale,
+    parse_size,
+)
 
 HELP = (
-    "Upscale an image (or every image in a folder) by any factor.\n\n"
+    "Upscale an image (or every image in a folder) by any factor, or to any size.\n\n"
+    "Two numbers are always WIDTHxHEIGHT, as image and video tools write resolutions:\n"
+    "--size 1920x1080 is 1920 wide, --scale 3.5x2 is 3.5 across and 2 down.\n\n"
     "Examples:\n\n"
-    "  asisr-run photo.png --scale 3 --out photo_x3.png\n\n"
-    "  asisr-run photo.png --scale 2x3.5 --out wide.png   (height x width)\n\n"
-    "  asisr-run frame.png --size 3840x2160 --out frame_4k.png\n\n"
-    "  asisr-run photos/ --scale 2.5 --out photos_x2.5/ --model liif_onnx/\n\n"
-    "  asisr-run photo.png --scale 4 --out x4.png --model liif.pth --backend torch\n\n"
+    "\b\n"
+    "  asisr-run --sample --scale 3 --out sample_x3.png\n"
+    "  asisr-run photo.png --scale 3 --out photo_x3.png\n"
+    "  asisr-run photo.png --scale 3.5x2 --out wide.png\n"
+    "  asisr-run frame.png --size 3840x2160 --out frame_4k.png\n"
+    "  asisr-run frame.png --size 2560x1440 --fit contain --out boxed.png\n"
+    "  asisr-run photos/ --scale 2.5 --out photos_x2.5/ --model liif_onnx/\n"
+    "  asisr-run photo.png --scale 4 --out x4.png \\\n"
+    "      --model liif.pth --backend torch\n\n"
     "Everything that can be checked without the model (the input decodes, the output folder is writable and has "
     "the space, no output would be overwritten without --overwrite) is checked before it is loaded. A folder run "
     "skips images whose output already exists, so an interrupted run (Ctrl-C) is resumed by running the same "
@@ -57,10 +71,16 @@ app = make_app(HELP)
 
 @app.command(help=HELP)
 def run(
-    input: Path = typer.Argument(..., help="Image file, or a folder of images."),
+    input: Optional[Path] = typer.Argument(None, help="Image file, or a folder of images (or --sample)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output image file (or folder when INPUT is a folder)."),
-    scale: Optional[str] = typer.Option(None, "--scale", "-s", help="Factor: 3.5, or HxW per axis like 2x3.5."),
-    size: Optional[str] = typer.Option(None, "--size", help="Output size WIDTHxHEIGHT instead of --scale."),
+    scale: Optional[str] = typer.Option(None, "--scale", "-s",
+                                        help="Factor: 3.5, or per axis WIDTHxHEIGHT like 3.5x2."),
+    size: Optional[str] = typer.Option(None, "--size", help="Output size WIDTHxHEIGHT in pixels instead of --scale."),
+    fit: str = typer.Option("stretch", "--fit",
+                            help="With --size of another aspect ratio: stretch (per-axis scales; the default), "
+                                 "contain (the whole image, centred, padded with black / transparent) or cover "
+                                 "(the box filled, centred, the overflow cropped)."),
+    sample: bool = typer.Option(False, "--sample", help="Upscale the sample photo shipped with asisr (INPUT omitted)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m",
                                          help="Checkpoint (.pth/.pt) or exported ONNX directory; default: bundled model."),
     backend: str = typer.Option("onnxruntime", "--backend", "-b",
@@ -77,10 +97,23 @@ def run(
 ) -> None:
     """Upscale INPUT and write OUT."""
     started = time.time_ns()  # outputs written after this, by another process, count as done
+    if sample == (input is not None):
+        raise UserError("give an INPUT image or folder, or --sample (not both)" if sample else
+                        "missing INPUT: give an image file or a folder (or --sample to try the shipped photo)")
+    if sample:
+        from asisr.samples import SAMPLE
+
+        input = SAMPLE
+    assert input is not None
     if (scale is None) == (size is None):
         raise UserError("give exactly one of --scale or --size")
     factor = parse_scale(scale) if scale is not None else None
     target = parse_size(size) if size is not None else None
+    if fit not in FITS:
+        raise UserError(f"invalid --fit {fit!r}: choose one of {', '.join(FITS)}")
+    if fit != "stretch" and target is None:
+        raise UserError("--fit applies to --size (a --scale keeps the aspect ratio, or sets it per axis)")
+    render = _Render(factor, target, fit)
     from asisr.runtime.tiling import parse_memory
     from asisr.sources import BACKENDS, open_upscaler
 
@@ -114,9 +147,9 @@ def run(
         with upscaler:
             if not single:
                 made = _make_folder(out)
-                _run_folder(upscaler, jobs, factor, target, overwrite, started, tally)
+                _run_folder(upscaler, jobs, render, overwrite, started, tally)
             else:
-                write_image(jobs[0][1], upscaler.upscale(image, scale=factor, size=target))
+                write_image(jobs[0][1], render(upscaler, image, jobs[0][0]))
                 tally.written += 1
     except KeyboardInterrupt:
         raise Interrupted(tally.interrupted(not single, out)) from None
@@ -186,10 +219,30 @@ def _folder_jobs(folder: Path, out: Path, overwrite: bool) -> tuple[list[tuple[P
 
 
 def _make_folder(folder: Path) -> list[Path]:
-    """Create ``folder`` (and missing parents); the folders created, deepest first."""
+    """Create ``folder`` (and missing parents), saying so on stderr; the folders created, deepest first."""
     made = [p for p in (folder, *folder.parents) if not p.exists()]
+    if made:
+        typer.echo(f"creating output folder {made[-1]}" + (f" (and {folder.relative_to(made[-1])} in it)"
+                                                           if len(made) > 1 else ""), err=True)
     folder.mkdir(parents=True, exist_ok=True)
     return made
+
+
+class _Render:
+    """One image through the upscaler at the run's scale or size; says once when a size stretches the aspect."""
+
+    def __init__(self, factor: Scale | None, target: tuple[int, int] | None, fit: str):
+        self.factor, self.target, self.fit = factor, target, fit
+        self.warned = False
+
+    def __call__(self, upscaler, image, src: Path):
+        h, w = image.shape[:2]
+        if self.target is not None and self.fit == "stretch" and not self.warned and aspect_changes(h, w, self.target):
+            self.warned = True
+            th, tw = self.target
+            typer.echo(f"note: stretching {src.name} ({w}x{h}, aspect {w / h:.3g}) to {tw}x{th} (aspect "
+                       f"{tw / th:.3g}); --fit contain or --fit cover keep the aspect ratio", err=True)
+        return upscaler.upscale(image, scale=self.factor, size=self.target, fit=self.fit)
 
 
 def _remove_empty(folders: list[Path]) -> None:
@@ -250,23 +303,23 @@ class _Tally:
                    + ("" if self.total else " (all outputs already existed)"))
 
 
-def _run_folder(upscaler, jobs, factor, target, overwrite: bool, started: int, tally: _Tally) -> None:
+def _run_folder(upscaler, jobs, render: _Render, overwrite: bool, started: int, tally: _Tally) -> None:
     """Each image under its claim; images another process is working on are left for last, then waited for."""
     from tqdm import tqdm
 
     with tqdm(total=len(jobs), desc="upscaling", unit="img") as bar:
         later = []
         for job in jobs:
-            if _one_image(upscaler, job, factor, target, overwrite, started, tally, wait=False):
+            if _one_image(upscaler, job, render, overwrite, started, tally, wait=False):
                 bar.update()
             else:
                 later.append(job)
         for job in later:
-            _one_image(upscaler, job, factor, target, overwrite, started, tally, wait=True)
+            _one_image(upscaler, job, render, overwrite, started, tally, wait=True)
             bar.update()
 
 
-def _one_image(upscaler, job, factor, target, overwrite: bool, started: int, tally: _Tally, wait: bool) -> bool:
+def _one_image(upscaler, job, render: _Render, overwrite: bool, started: int, tally: _Tally, wait: bool) -> bool:
     """Do one image unless another process has it: False when it does and ``wait`` is off."""
     from tqdm import tqdm
 
@@ -279,7 +332,7 @@ def _one_image(upscaler, job, factor, target, overwrite: bool, started: int, tal
             tally.others += 1
             return True
         try:
-            write_image(dst, upscaler.upscale(read_image(src), scale=factor, size=target))
+            write_image(dst, render(upscaler, read_image(src), src))
             tally.written += 1
         except UserError as e:
             tally.failed.append(f"{src.name}: {e}")
