@@ -83,3 +83,18 @@ def test_a_new_output_folder_is_announced(photo, tiny_liif_onnx, tmp_path, capsy
     code, _, err = invoke(main, [photo, "--scale", "2", "--out", out, "--model", tiny_liif_onnx], capsys)
     assert code == 0 and out.is_file()
     assert f"creating output folder {tmp_path / 'new'} (and deep in it)" in err
+
+
+@pytest.mark.parametrize("command", ["run", "export", "eval", "parity", "train", "bench"])
+def test_help_fits_80_columns_so_no_example_wraps_mid_command(command, monkeypatch):
+    import importlib
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("COLUMNS", "80")
+    module = importlib.import_module(f"asisr.cli.{command}")
+    text = subprocess.run([sys.executable, "-m", module.__name__, "--help"], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "COLUMNS": "80"}).stdout
+    assert "Usage:" in text
+    too_long = [line for line in text.splitlines() if len(line) > 80]
+    assert not too_long, too_long

@@ -60,7 +60,7 @@ def assert_one_line_error(result, *fragments: str):
 def test_help_has_examples():
     r = invoke("--help")
     assert r.exit_code == 0
-    for text in ("--scales", "--bicubic", "--model", "--backend", "--json", "--overwrite", "Examples", "2x3.5"):
+    for text in ("--scales", "--bicubic", "--model", "--backend", "--json", "--overwrite", "Examples", "3.5x2"):
         assert text in r.stdout
 
 

@@ -38,13 +38,13 @@ Examples:
   # the bicubic baseline (no model needed)
   asisr-eval data/Set5 --bicubic --scales 2,3,4
   # a checkpoint on two datasets, integer, fractional and asymmetric scales
-  asisr-eval data/Set5 data/Set14 --model liif.pth --scales 2,3,4,1.6,5.5,2x3.5
+  asisr-eval data/Set5 data/Set14 --model liif.pth --scales 2,3,4,5.5,3.5x2
   # an exported model on ONNX Runtime, 4 threads, results saved as JSON
-  asisr-eval data/Set5 --model exported/ --backend onnxruntime --threads 4 --json out.json
+  asisr-eval data/Set5 --model exported/ --threads 4 --json out.json
   # compare with published numbers (adds a dPSNR column)
   asisr-eval data/Set5 --model liif.pth --reference liif_official.json
-  # scale equivariance too (second table; the JSON gets "eq": {dataset: {scale: dB}})
-  asisr-eval data/Set5 --model exported/ --backend onnxruntime --equivariance --json out.json
+  # scale equivariance too (a second table; JSON "eq": {dataset: {scale: dB}})
+  asisr-eval data/Set5 --model exported/ --equivariance --json out.json
   asisr-eval data/Set5 --bicubic --equivariance --eq-scales 2,3,4,6,2.5
 
 Exit status: 0 on success, 2 on a usage or input problem (printed as one 'error:' line).

@@ -13,11 +13,14 @@ from asisr.export.publish import check_destination
 
 HELP = (
     "Export a model's backbone and upsampler as two ONNX graphs with the scale as a runtime input.\n\n"
-    "The architecture is recognised from the checkpoint. Example:\n\n"
-    "  asisr-export --checkpoint edsr-baseline-liif.pth --out liif_onnx/\n\n"
-    "Then: asisr-run photo.png --scale 3 --out big.png --model liif_onnx/ --backend onnxruntime\n\n"
+    "The architecture is recognised from the checkpoint. Example, then a run of the export:\n\n"
+    "\b\n"
+    "  asisr-export --checkpoint edsr-baseline-liif.pth --out liif_onnx/\n"
+    "  asisr-run photo.png --scale 3 --out big.png --model liif_onnx/\n\n"
     "On an NVIDIA GPU with TensorRT, add engines built for it (then --backend tensorrt):\n\n"
-    "  asisr-export --checkpoint edsr-baseline-liif.pth --out liif_trt/ --format tensorrt"
+    "\b\n"
+    "  asisr-export --checkpoint edsr-baseline-liif.pth --out liif_trt/ \\\n"
+    "      --format tensorrt"
 )
 app = make_app(HELP)
 

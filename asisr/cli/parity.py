@@ -21,13 +21,15 @@ HELP = (
     "Run an exported model through a backend and the PyTorch checkpoint on the same inputs, at LR\n"
     "shapes and scales other than the export shape (incl. asymmetric and a mixed-scale batch), and\n"
     "report max / mean / p99 absolute error and PSNR per case. Exits 1 past the tolerance.\n\n"
-    "Examples:\n\n"
-    "  asisr-parity liif_onnx/ --checkpoint edsr-baseline-liif.pth\n\n"
+    "Examples (the second exports to a temporary folder first; the last saves PyTorch's outputs\n"
+    "for polygraphy run --load-outputs, docs/tensorrt.md):\n\n"
+    "\b\n"
+    "  asisr-parity liif_onnx/ --checkpoint edsr-baseline-liif.pth\n"
     "  asisr-parity --checkpoint edsr-baseline-liif.pth --images Set5/\n"
-    "      (exports to a temp dir first)\n\n"
-    "  asisr-parity liif_trt/ -c edsr-baseline-liif.pth --backend tensorrt --per-stage\n\n"
-    "  asisr-parity liif_onnx/ -c edsr-baseline-liif.pth --save-polygraphy-reference ref/\n"
-    "      (PyTorch outputs for polygraphy run --load-outputs; docs/tensorrt.md)"
+    "  asisr-parity liif_trt/ -c edsr-baseline-liif.pth --backend tensorrt \\\n"
+    "      --per-stage\n"
+    "  asisr-parity liif_onnx/ -c edsr-baseline-liif.pth \\\n"
+    "      --save-polygraphy-reference ref/"
 )
 app = make_app(HELP)
 

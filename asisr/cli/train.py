@@ -19,9 +19,13 @@ HELP = (
     "in OUT. Running the same command again resumes from the last checkpoint; running it with a\n"
     "larger --iters extends the run (finished or not), its learning rate continuing as --extend says.\n\n"
     "Examples:\n\n"
-    "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light --iters 300000\n\n"
-    "  asisr-train --model liif --data photos/ --out runs/liif --query random --init-backbone liif.pth\n\n"
-    "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light --iters 400000 --extend cosine\n\n"
+    "\b\n"
+    "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light \\\n"
+    "      --iters 300000\n"
+    "  asisr-train --model liif --data photos/ --out runs/liif --query random \\\n"
+    "      --init-backbone liif.pth\n"
+    "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light \\\n"
+    "      --iters 400000 --extend cosine\n\n"
     "The EMA weights with the best validation PSNR are OUT/best.pt (use with --model anywhere)."
 )
 app = make_app(HELP)
