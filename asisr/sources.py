@@ -37,6 +37,22 @@ def is_exported_dir(path: Path) -> bool:
     return path.is_dir()
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """A file that cannot be a checkpoint is said to be so before torch is looked for or loaded.
+
+    ``torch.save`` writes a zip archive (or, in old versions, a pickle stream); anything else is
+    neither a checkpoint nor an exported model, whatever is installed.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise UserError(f"cannot read model {path}: {e.strerror or e}") from None
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise UserError(f"{path} is not a checkpoint or an exported model directory asisr can read "
+                        f"(a checkpoint is a torch.save file, an exported model a folder with manifest.json)")
+
+
 def bundled_default(backend: str = "torch") -> Path:
     """What runs when no model is given: the default's exported graphs, or its checkpoint for torch."""
     return weights.default_checkpoint() if backend == "torch" else weights.default_onnx_dir()
@@ -113,6 +129,8 @@ def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEN
     path = bundled_default(backend) if model is None else Path(model)
     if not path.exists():
         raise UserError(f"model not found: {path}")
+    if not is_exported_dir(path):
+        check_checkpoint_file(path)
     if backend == "tensorrt":
         from asisr.runtime.backends.trt.environment import current_environment
         from asisr.runtime.backends.trt.runner import open_trt_pipeline

@@ -83,3 +83,14 @@ def test_a_checkpoint_without_torch_names_the_extra(bare_env, photo, tiny_liif_c
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert lines[0].startswith("error: ") and "pip install 'asisr[torch]'" in lines[0]
     assert "Traceback" not in run.stderr and not out.exists()
+
+
+def test_a_random_file_as_model_is_named_as_such_without_torch(bare_env, photo, tmp_path):
+    junk = tmp_path / "model.pth"
+    junk.write_bytes(b"\x00\x13garbage" * 100)
+    run = _run([bare_env / "asisr-run", photo, "--scale", "2", "--model", junk, "--out", tmp_path / "x.png"],
+               env=_env(), cwd=tmp_path)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert "is not a checkpoint or an exported model directory asisr can read" in lines[0]
+    assert "weights_only" not in run.stderr and not (tmp_path / "x.png").exists()
