@@ -313,10 +313,11 @@ def test_run_bad_max_memory(value, fragment, tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_run_budget_too_small_for_the_image(tiny_liif_ckpt, tmp_path, capsys):
+def test_run_budget_too_small_for_the_image(tiny_liif_onnx, tmp_path, capsys):
+    """An exported model, so the only line is the error (a checkpoint's first run also says it is exporting)."""
     img = tmp_path / "in.png"
     Image.fromarray(synthetic_frame(40, 60)).save(img)
-    code, _, err = invoke(run_main, [img, "--scale", "2", "--out", tmp_path / "o.png", "--model", tiny_liif_ckpt,
+    code, _, err = invoke(run_main, [img, "--scale", "2", "--out", tmp_path / "o.png", "--model", tiny_liif_onnx,
                                      "--max-memory", "1M"], capsys)
     assert_user_error(code, err, "too small")
     assert not (tmp_path / "o.png").exists()
