@@ -23,6 +23,7 @@ import numpy as np
 
 from asisr.atomic import atomic_path
 from asisr.errors import UserError
+from asisr.units import format_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SIXTEEN_BIT_OK = (".png", ".tif", ".tiff")
@@ -228,14 +229,6 @@ def check_output_folder(folder: str | Path) -> None:
         raise UserError(f"cannot create output folder {folder}: {base} is not writable ({reason})") from None
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def check_free_space(folder: str | Path, needed: int, what: str) -> None:
     """Refuse, before any work, outputs (``what``) whose estimated ``needed`` bytes exceed the free space."""
     folder = Path(folder)
@@ -244,5 +237,5 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
     except OSError:
         return  # the space is unknown: the write itself will tell
     if needed > free:
-        raise UserError(f"not enough disk space for {what}: about {_human(needed)} needed (uncompressed), "
-                        f"{_human(free)} free in {folder}")
+        raise UserError(f"not enough disk space for {what}: about {format_bytes(needed)} needed (uncompressed), "
+                        f"{format_bytes(free)} free in {folder}")

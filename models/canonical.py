@@ -24,6 +24,13 @@ OWN_KEY = "asisr"  # asisr's own format: {OWN_KEY: {'name', 'config'[, 'card']},
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 DATA_PARALLEL_PREFIX = "module."
 _MAX_DEPTH = 4
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format
+PICKLE_PROTO = b"\x80"  # legacy torch.save: a pickle stream, protocol >= 2
+
+
+def looks_like_torch_save(head: bytes) -> bool:
+    """Whether a file's first bytes can begin a ``torch.save`` file (a zip archive or a pickle stream)."""
+    return head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_PROTO)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,7 @@ import torch
 
 from asisr.digest import sha256_file
 from asisr.errors import UserError
-from asisr.models.canonical import CanonicalCheckpoint, canonicalize, own_format
-
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format
-_PICKLE_PROTO = b"\x80"  # legacy torch.save: a pickle stream, protocol >= 2
+from asisr.models.canonical import ZIP_MAGIC, CanonicalCheckpoint, canonicalize, looks_like_torch_save, own_format
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -27,7 +24,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise UserError(f"checkpoint is empty (0 bytes): {path}")
     with path.open("rb") as f:
         head = f.read(8)
-    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO)):
+    if not looks_like_torch_save(head):
         raise UserError(f"cannot read checkpoint {path}: not a PyTorch checkpoint "
                         f"(neither a torch.save zip archive nor a pickle; it starts with {head!r})")
     try:
@@ -50,7 +47,7 @@ def _explain(e: Exception, head: bytes) -> str:
                 f"does not unpickle code; re-save just its state dict (torch.save(model.state_dict(), path))")
     if "Unsupported operand" in text or isinstance(e, EOFError):
         return "not a PyTorch checkpoint (unreadable or truncated pickle data)"
-    if head.startswith(_ZIP_MAGIC) and isinstance(e, (RuntimeError, zipfile.BadZipFile)):
+    if head.startswith(ZIP_MAGIC) and isinstance(e, (RuntimeError, zipfile.BadZipFile)):
         return "a zip archive, but not one written by torch.save (or a truncated one)"
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and "weights_only" not in ln]
     return lines[0] if lines else type(e).__name__

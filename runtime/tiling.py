@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from asisr.errors import UserError
+from asisr.units import format_bytes
 from asisr.runtime.query import axis_coords
 
 HW = tuple[int, int]
@@ -96,13 +97,6 @@ def parse_memory(text: str) -> int:
     if value <= 0:
         raise UserError(f"invalid memory size {text!r}: must be greater than 0")
     return int(value * _UNITS[unit])
-
-
-def format_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{int(n)} B"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process kille
 
 class Interrupted(Exception):
     """Ctrl-C, caught by a command that says what it had finished: ``run_app`` prints that one line, exit 130."""
+
+
 _UsageError = _click_exceptions.UsageError
 _NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", ())
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asisr.atomic import atomic_path
 from asisr.cache import cache_dir
 from asisr.digest import sha256_file
 from asisr.errors import UserError
@@ -66,6 +68,7 @@ def tensorrt_ep_options(graph: str | Path) -> dict:
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(root)}
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_fingerprint() -> str:
     """What an optimised CPU graph depends on: the machine type and the CPU's model and feature flags."""
     import hashlib
@@ -132,8 +135,6 @@ class SessionFromOnnx:
                 session = self._session(ort, self.path, self.optimization, providers)
             else:
                 session = self._build_cached(ort, cached, providers)
-        except UserError:
-            raise
         except Exception as e:  # onnxruntime raises its own exception types for bad graphs
             raise UserError(f"cannot load ONNX graph {self.path}: {str(e).splitlines()[0]}") from None
         self.loaded_from = self.path
@@ -141,19 +142,9 @@ class SessionFromOnnx:
 
     def _build_cached(self, ort, cached: Path, providers):
         """A session of the original graph that also writes its optimised form into the cache, atomically."""
-        import os
-        import tempfile
-
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cached.stem}.", suffix=".onnx", dir=cached.parent)
-        os.close(fd)
-        try:
-            session = self._session(ort, self.path, self.optimization, providers, save_to=Path(tmp))
-            if Path(tmp).stat().st_size > 0:
-                os.replace(tmp, cached)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return session
+        with atomic_path(cached) as tmp:
+            return self._session(ort, self.path, self.optimization, providers, save_to=tmp)
 
     def _session(self, ort, path: Path, optimization: str, providers, save_to: Path | None = None):
         opts = ort.SessionOptions()
@@ -177,8 +168,8 @@ class SessionFromOnnx:
 class OnnxrtRunner(Runner):
     """Runs one ONNX Runtime session.
 
-    Releasing memory after runs (``release_memory_after_runs``) returns the CPU arena's unused chunks to the OS at the end of every run.
-    Without it a session keeps its arena grown to its largest input (plus every extension
+    Releasing memory after runs (``release_memory_after_runs``) returns the CPU arena's unused
+    chunks to the OS at the end of every run. Without it a session keeps its arena grown to its largest input (plus every extension
     chunk, e.g. after a small warm-up call) for its lifetime. ``Upscaler`` turns it on for the
     backbone, whose tiles are few and large: on the bundled LIIF a tiled 1000x560 -> 2000x1120
     upscale then peaked 776 MiB above the process baseline instead of 1132 MiB (shrinking
