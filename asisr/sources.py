@@ -24,9 +24,18 @@ DEFAULT_BACKEND = "onnxruntime"
 TORCH_EXTRA = "pip install 'asisr[torch]'"
 
 
-def require_torch(what: str) -> None:
-    """One line naming the extra to install, instead of an ImportError deep inside a model."""
+def require_torch(what: str, import_it: bool = True) -> None:
+    """One line naming the extra to install, instead of an ImportError deep inside a model.
+
+    ``import_it=False`` only looks for the package (no 1-2 s import), for paths that may not need it.
+    """
+    import importlib.util
+
     try:
+        if not import_it:
+            if importlib.util.find_spec("torch") is None:
+                raise ImportError("torch")
+            return
         import torch  # noqa: F401
     except ImportError:
         raise UserError(f"{what} needs PyTorch, which is not installed ({TORCH_EXTRA}); exported model "
@@ -43,12 +52,14 @@ def check_checkpoint_file(path: Path) -> None:
     ``torch.save`` writes a zip archive (or, in old versions, a pickle stream); anything else is
     neither a checkpoint nor an exported model, whatever is installed.
     """
+    from asisr.models.canonical import looks_like_torch_save  # torch-free
+
     try:
         with path.open("rb") as f:
             head = f.read(4)
     except OSError as e:
         raise UserError(f"cannot read model {path}: {e.strerror or e}") from None
-    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+    if not looks_like_torch_save(head):
         raise UserError(f"{path} is not a checkpoint or an exported model directory asisr can read "
                         f"(a checkpoint is a torch.save file, an exported model a folder with manifest.json)")
 
@@ -59,11 +70,12 @@ def bundled_default(backend: str = "torch") -> Path:
 
 
 def _graph_code_digest() -> str:
-    """sha256 of the sources an exported graph is traced from: the model package and the exporter."""
-    import asisr.export.onnx
-    import asisr.models
+    """sha256 of the sources an exported graph is traced from: the model package and the exporter.
 
-    files = sorted(Path(asisr.models.__file__).parent.glob("*.py")) + [Path(asisr.export.onnx.__file__)]
+    The files are found beside this package, not imported: a cache hit needs no torch.
+    """
+    root = Path(asisr.__file__).parent
+    files = sorted((root / "models").glob("*.py")) + [root / "export" / "__init__.py", root / "export" / "onnx.py"]
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -80,10 +92,10 @@ def export_cached(checkpoint: Path) -> Path:
     Processes exporting the same entry at once take turns on a lock file beside it: the first
     exports, the others wait and reuse its entry, which appears whole (``export_onnx``).
     """
-    require_torch(f"running checkpoint {checkpoint} on ONNX Runtime (it is exported first)")
+    what = f"running checkpoint {checkpoint} on ONNX Runtime (it is exported first)"
+    require_torch(what, import_it=False)  # imported only for an export: a cache hit runs without loading it
     from asisr.digest import sha256_file
-    from asisr.export.onnx import DEFAULT_OPSET, export_onnx
-    from asisr.models import load
+    from asisr.export import DEFAULT_OPSET
     from asisr.runtime.manifest import read_manifest
 
     digest = sha256_file(checkpoint)
@@ -113,6 +125,10 @@ def export_cached(checkpoint: Path) -> Path:
     try:
         if cached():  # the process we waited for exported it
             return target
+        require_torch(what)
+        from asisr.export.onnx import export_onnx
+        from asisr.models import load
+
         model = load(checkpoint)  # a bad checkpoint fails here, with its one error line and nothing before it
         print(f"exporting {checkpoint} to ONNX once (cached in {target}) ...", file=sys.stderr, flush=True)
         export_onnx(model, target, overwrite=True)

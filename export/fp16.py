@@ -22,7 +22,8 @@ from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes
 from asisr.calibration.quantizer import prepare_graph
 from asisr.runtime.contract import STAGE_NAMES
 from asisr.runtime.manifest import read_manifest, write_manifest
-from asisr.export.onnx import DEFAULT_OPSET, export_onnx
+from asisr.export import DEFAULT_OPSET
+from asisr.export.onnx import export_onnx
 from asisr.export.publish import check_destination, staging_dir
 
 

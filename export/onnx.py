@@ -22,6 +22,7 @@ import torch
 
 import asisr
 from asisr.errors import UserError
+from asisr.export import DEFAULT_OPSET, SUPPORTED_OPSETS
 from asisr.runtime.manifest import FORMAT_VERSION, write_manifest
 from asisr.export.publish import staging_dir
 from asisr.models.base import SRModel
@@ -30,9 +31,6 @@ from asisr.runtime import contract
 from asisr.runtime.contract import BACKBONE, STAGES, UPSAMPLER, StageSpec, TensorSpec
 from asisr.runtime.query import make_query
 
-DEFAULT_OPSET = 18
-# Opset 20 changed GridSample's 'linear' mode, which TensorRT maps wrongly.
-SUPPORTED_OPSETS = (17, 18, 19)
 
 def _dims(stage: StageSpec) -> tuple:
     """Dynamic-shape spec in argument order (argument names may differ from graph input names)."""

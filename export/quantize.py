@@ -35,7 +35,8 @@ from asisr.errors import UserError
 from asisr.runtime import contract
 from asisr.runtime.contract import STAGE_NAMES
 from asisr.runtime.manifest import read_manifest, write_manifest
-from asisr.export.onnx import DEFAULT_OPSET, export_onnx
+from asisr.export import DEFAULT_OPSET
+from asisr.export.onnx import export_onnx
 from asisr.export.publish import check_destination, staging_dir
 
 DEFAULT_METHOD = "minmax"
