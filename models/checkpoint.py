@@ -58,12 +58,15 @@ def read_canonical(path: str | Path) -> CanonicalCheckpoint:
     return canonicalize(read_checkpoint(path), source=str(path))
 
 
-def load(path: str | Path):
-    """Read a checkpoint, recognise its architecture, build the model and load the weights strictly."""
-    from asisr.models.base import load_state_dict_strict
-    from asisr.models.registry import create, detect
+def load(path: str | Path, options: dict | None = None):
+    """Read a checkpoint, recognise its architecture, build the model and load the weights strictly.
 
-    found = detect(read_canonical(path))
+    ``options``: test-time behaviours to change (``asisr.models.registry.TEST_TIME_OPTIONS``).
+    """
+    from asisr.models.base import load_state_dict_strict
+    from asisr.models.registry import apply_options, create, detect
+
+    found = apply_options(detect(read_canonical(path)), options)
     model = create(found.name, **found.kwargs)
     load_state_dict_strict(model, found.state_dict, f"architecture {found.name!r} ({path})")
     model.checkpoint_sha256 = sha256_file(path)

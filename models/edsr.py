@@ -33,3 +33,15 @@ class EDSREncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
         return self.body(x) + x
+
+
+def edsr_args_from_state(shapes: dict[str, tuple[int, ...]], prefix: str = "encoder.") -> dict:
+    """``n_resblocks`` and ``n_feats`` of an EDSR-baseline encoder from its keys and shapes."""
+    from asisr.errors import UserError
+
+    head = shapes.get(f"{prefix}head.0.weight")
+    if head is None:
+        raise UserError(f"not an EDSR-baseline encoder: no {prefix}head.0.weight")
+    rel = [k[len(prefix):].split(".") for k in shapes if k.startswith(prefix)]
+    blocks = {p[1] for p in rel if len(p) > 3 and p[0] == "body" and p[2] == "body"}
+    return {"n_resblocks": len(blocks), "n_feats": int(head[0])}

@@ -126,6 +126,66 @@ def create(name: str, pretrained: bool = False, **kwargs):
     return _FACTORIES[name](**kwargs)
 
 
+def _parse_cell_clip(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none", "no"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"cell_clip must be a scale like 4 or 'off', not {text!r}") from None
+    if not value >= 1.0:
+        raise UserError(f"cell_clip must be a scale >= 1 or 'off', not {text!r}")
+    return value
+
+
+def _parse_switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise UserError(f"expected on or off, not {text!r}")
+
+
+# Test-time behaviours a user may change on a checkpoint without changing its weights
+# (``asisr-export --option KEY=VALUE``). Defaults follow each architecture's official test script.
+TEST_TIME_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "cell_clip": _parse_cell_clip,  # LTE / Meta-SR: tell the model cell * max(s / clip, 1); off: the true cell
+    "window_pad": _parse_switch,  # SwinIR encoders: the official test's mirror padding to the window
+}
+
+
+def parse_options(items: Iterable[str]) -> dict[str, Any]:
+    """``["cell_clip=off", ...]`` -> ``{"cell_clip": None}``, with one clear line for a bad item."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in TEST_TIME_OPTIONS:
+            raise UserError(f"invalid --option {item!r}: expected KEY=VALUE with KEY one of "
+                            f"{', '.join(TEST_TIME_OPTIONS)}")
+        options[key] = TEST_TIME_OPTIONS[key](value)
+    return options
+
+
+def apply_options(found: Detection, options: dict[str, Any] | None) -> Detection:
+    """The detection with test-time ``options`` set, refused for a model that has no such behaviour."""
+    if not options:
+        return found
+    import inspect
+
+    accepted = inspect.signature(_FACTORIES[found.name]).parameters
+    for key in options:
+        if key not in TEST_TIME_OPTIONS or key not in accepted:
+            have = [k for k in TEST_TIME_OPTIONS if k in accepted]
+            raise UserError(f"model {found.name!r} has no test-time option {key!r}"
+                            f"{' (it has: ' + ', '.join(have) + ')' if have else ''}")
+        if key == "window_pad" and found.kwargs.get("encoder") != "swinir":
+            raise UserError(f"window_pad applies to SwinIR encoders; this {found.name} has "
+                            f"{found.kwargs.get('encoder', 'edsr-baseline')!r}")
+    return Detection(found.name, found.state_dict, {**found.kwargs, **options})
+
+
 def detect(checkpoint: Any) -> Detection:
     """Recognise the architecture of a checkpoint (a loaded object or its ``CanonicalCheckpoint``)."""
     ckpt = canonicalize(checkpoint)

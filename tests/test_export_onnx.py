@@ -75,15 +75,15 @@ def test_parity_catches_a_graph_with_a_baked_shape(tiny_liif_onnx, tiny_liif_ckp
     broken = tmp_path / "broken"
     shutil.copytree(tiny_liif_onnx, broken)
     model = load(tiny_liif_ckpt)
-    original = liif._nearest_index
-    monkeypatch.setattr(liif, "_nearest_index", lambda c, s, size: original(c, s, int(size)))
+    original = liif.cell_index
+    monkeypatch.setattr(liif, "cell_index", lambda pos, size, eps=0.0: original(pos, int(size), eps))
     feat = torch.rand(1, 16, 19, 23)
     args = (feat, torch.tensor([[2.0, 2.0]]), torch.rand(1, 38) * 19, torch.rand(1, 46) * 23)
     torch.onnx.export(model.upsampler, args, str(broken / "upsampler.onnx"), dynamo=False, opset_version=17,
                       input_names=["features", "scale", "rows", "cols"], output_names=["rgb"],
                       dynamic_axes={"features": {0: "b", 2: "h", 3: "w"}, "scale": {0: "b"},
                                     "rows": {0: "b", 1: "H"}, "cols": {0: "b", 1: "W"}})
-    monkeypatch.setattr(liif, "_nearest_index", original)
+    monkeypatch.setattr(liif, "cell_index", original)
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["graphs"]["upsampler"]["sha256"] = sha256_file(broken / "upsampler.onnx")
     (broken / "manifest.json").write_text(json.dumps(manifest))

@@ -250,7 +250,7 @@ def test_unknown_architecture_error_says_what_the_keys_look_like(tmp_path):
     with pytest.raises(UserError) as e:
         load(path)
     msg = one_line_error(e)
-    assert msg.startswith("unknown architecture: not a checkpoint of a known architecture (eqsr_hat, eqsr_light, liif): ")
+    assert msg.startswith("unknown architecture: not a checkpoint of a known architecture (eqsr_hat, eqsr_light, liif, lte, metasr): ")
     assert f"{path} ('params' wrapper)" in msg
     assert "keys look like conv_first.weight, body.N.weight (6 tensors)" in msg
     assert msg.endswith("top-level modules: conv_first (2), body (4)")
@@ -276,36 +276,38 @@ def test_mismatched_checkpoint_names_missing_and_unexpected(tmp_path):
     assert "unexpected keys (1): upsampler.extra.weight" in msg
 
 
-# Full-size official layouts (shapes only, on the meta device): recognised, refused, or unknown.
+# Full-size official layouts (shapes only, on the meta device): recognised, or unknown.
 MANIFESTS = SHARED / "fixtures" / "official_key_manifests.json"
-EXPECTED = {
-    "liif_edsr-baseline": "liif",
-    "liif_rdn": "encoder 'rdn' is not supported",
-    "liif_swinir": "encoder 'swinir' is not supported",
-    "lte_edsr-baseline": "unknown architecture", "lte_rdn": "unknown architecture",
-    "lte_swinir": "unknown architecture", "metasr_edsr-baseline": "unknown architecture",
-    "metasr_rdn": "unknown architecture", "metasr_swinir": "unknown architecture",
-    "metardn_official": "unknown architecture", "arbrcan_official": "unknown architecture",
-}
+EXPECTED = {f"{arch}_{enc}": arch for arch in ("liif", "lte", "metasr") for enc in ("edsr-baseline", "rdn", "swinir")}
+EXPECTED.update({"metardn_official": "unknown architecture", "arbrcan_official": "unknown architecture"})
+MEAN_SHIFT = ("encoder.sub_mean.", "encoder.add_mean.")  # in EDSR's state dict, never applied (shared/README.md)
 
 
 @pytest.mark.parametrize("entry", list(EXPECTED))
 def test_official_layouts(entry):
+    """Detection maps every official tensor (but EDSR's unused mean shift) onto a model of exactly that layout."""
     if not MANIFESTS.is_file():
         pytest.skip(f"needs {MANIFESTS}")
     spec = json.loads(MANIFESTS.read_text())[entry]
     sd = {k: torch.empty(shape, device="meta") for k, shape in spec["state_dict"].items()}
     obj = ({"model": {"name": spec["checkpoint_model_name"], "args": spec["checkpoint_model_args"], "sd": sd}}
            if "checkpoint_model_name" in spec else sd)
-    if EXPECTED[entry] == "liif":
-        found = detect(obj)
-        assert found.name == "liif"
-        assert found.kwargs == {"n_resblocks": 16, "n_feats": 64, "hidden": [256, 256, 256, 256]}
-        assert len(found.state_dict) == 82 - 4  # the mean-shift convs are dropped
+    if EXPECTED[entry] == "unknown architecture":
+        with pytest.raises(UserError) as e:
+            detect(obj)
+        assert EXPECTED[entry] in one_line_error(e)
         return
-    with pytest.raises(UserError) as e:
-        detect(obj)
-    assert EXPECTED[entry] in one_line_error(e)
+    found = detect(obj)
+    assert found.name == EXPECTED[entry]
+    with torch.device("meta"):
+        model = create(found.name, **found.kwargs)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    mapped = {k: tuple(v.shape) for k, v in found.state_dict.items()}
+    assert mapped == own
+    kept = [k for k in sd if not k.startswith(MEAN_SHIFT)]
+    assert len(mapped) == len(kept) == spec["n_state_dict_keys"] - (4 if "edsr" in entry else 0)
+    assert sum(int(torch.tensor(s).prod()) for s in own.values()) == spec["n_state_dict_elements"] - (
+        sum(int(torch.tensor(sd[k].shape).prod()) for k in sd if k.startswith(MEAN_SHIFT)))
 
 
 def test_official_liif_checkpoint_is_recognised(liif_ckpt):

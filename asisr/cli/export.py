@@ -59,20 +59,27 @@ def export(
                                                     "matches (then --calib is not read)."),
     calib_samples: int = typer.Option(24, "--calib-samples", help="int8: number of LR crops to calibrate on."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: minmax, entropy or percentile."),
+    option: list[str] = typer.Option([], "--option",
+                                     help="Test-time behaviour KEY=VALUE, repeatable; recorded in the manifest. "
+                                          "cell_clip=4|off (LTE, Meta-SR: the official test's cell clip), "
+                                          "window_pad=on|off (SwinIR encoders: the official test's padding)."),
 ) -> None:
     """Export CHECKPOINT to OUT."""
     format = format.strip().lower()
+    from asisr.models.registry import parse_options
+
+    options = parse_options(option)
     if format not in ("onnx", "tensorrt"):
         raise UserError(f"unknown --format {format!r} (available: onnx, tensorrt)")
     if fp16 or int8:
         if format != "onnx":
             raise UserError("--fp16/--int8 export ONNX graphs: use --format onnx (then --format tensorrt --onnx-dir)")
         _export_precision(out, checkpoint, opset, overwrite, fp16, int8, int8_target, calib, calib_cache,
-                          calib_samples, calib_method)
+                          calib_samples, calib_method, options)
         return
     if format == "tensorrt":
         _export_tensorrt(out, checkpoint, onnx_dir, opset, overwrite, profile, workspace, builder_level, timing_cache,
-                         tf32)
+                         tf32, options)
         return
     _reject_unused("--format tensorrt", {"--onnx-dir": onnx_dir, "--profile": profile, "--workspace": workspace,
                                          "--builder-level": builder_level, "--timing-cache": timing_cache,
@@ -84,7 +91,7 @@ def export(
     from asisr.export.onnx import export_onnx
     from asisr.models import load
 
-    model = load(checkpoint if checkpoint is not None else bundled_default())
+    model = load(checkpoint if checkpoint is not None else bundled_default(), options)
     export_onnx(model, out, opset=opset, overwrite=overwrite)
     typer.echo(f"exported {model.name} to {out}")
 
@@ -97,7 +104,8 @@ def _reject_unused(where: str, options: dict) -> None:
 
 
 def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwrite: bool, fp16: bool, int8: bool,
-                      target: str, calib: Optional[Path], cache: Optional[Path], samples: int, method: str) -> None:
+                      target: str, calib: Optional[Path], cache: Optional[Path], samples: int, method: str,
+                      model_options: dict | None = None) -> None:
     """--fp16 / --int8: everything the user can get wrong is checked before any work."""
     import sys
     from dataclasses import replace
@@ -109,11 +117,17 @@ def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwri
     check_destination(out, overwrite)
     require_torch("asisr-export")
     ckpt = checkpoint if checkpoint is not None else bundled_default()
+    if model_options:
+        from asisr.models import load
+
+        source = load(ckpt, model_options)
+    else:
+        source = ckpt
     if fp16:
         _reject_unused("--int8", {"--calib": calib, "--calib-cache": cache})
         from asisr.export.fp16 import export_fp16
 
-        export_fp16(ckpt, out, overwrite=overwrite, opset=opset)
+        export_fp16(source, out, overwrite=overwrite, opset=opset)
         typer.echo(f"exported {ckpt} as fp16 to {out}")
         return
     from asisr.export.quantize import Int8Config, export_int8
@@ -127,7 +141,7 @@ def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwri
         raise UserError(f"--calib folder not found: {calib}")
     if cache is not None and cache.exists() and not cache.is_file():
         raise UserError(f"--calib-cache is not a file: {cache}")
-    export_int8(ckpt, out, calib, config, cache=cache, overwrite=overwrite, opset=opset,
+    export_int8(source, out, calib, config, cache=cache, overwrite=overwrite, opset=opset,
                 progress=lambda m: print(m, file=sys.stderr))
     from asisr.runtime.manifest import read_manifest
 
@@ -141,13 +155,16 @@ def _export_precision(out: Path, checkpoint: Optional[Path], opset: int, overwri
 
 def _export_tensorrt(out: Path, checkpoint: Optional[Path], onnx_dir: Optional[Path], opset: int, overwrite: bool,
                      profile: Optional[str], workspace: Optional[int], builder_level: Optional[int],
-                     timing_cache: Optional[Path], tf32: bool = False) -> None:
+                     timing_cache: Optional[Path], tf32: bool = False, model_options: dict | None = None) -> None:
     """ONNX graphs (exported, or copied from --onnx-dir) plus TensorRT engines built on this GPU."""
     from asisr.export.tensorrt import export_tensorrt
     from asisr.runtime.backends.trt.builder import BuildOptions
 
     if checkpoint is not None and onnx_dir is not None:
         raise UserError("give either --checkpoint or --onnx-dir, not both")
+    if model_options and onnx_dir is not None:
+        raise UserError("--option applies when exporting a checkpoint; --onnx-dir graphs keep the options they were "
+                        "exported with")
     options = BuildOptions(workspace, builder_level, timing_cache, tf32)
     if onnx_dir is not None:
         export_tensorrt(out, onnx_dir=onnx_dir, profile_text=profile, options=options, overwrite=overwrite)
@@ -159,7 +176,7 @@ def _export_tensorrt(out: Path, checkpoint: Optional[Path], onnx_dir: Optional[P
     from asisr.export.onnx import export_onnx
     from asisr.models import load
 
-    model = load(checkpoint if checkpoint is not None else bundled_default())
+    model = load(checkpoint if checkpoint is not None else bundled_default(), model_options)
     export_tensorrt(out, export_graphs=lambda d: export_onnx(model, d, opset=opset), descriptor=model.descriptor,
                     profile_text=profile, options=options, overwrite=overwrite)
     typer.echo(f"exported {model.name} with TensorRT engines to {out}")

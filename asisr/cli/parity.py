@@ -79,7 +79,7 @@ def parity(
     if polygraphy_ref is not None and polygraphy_ref.exists():
         raise UserError(f"output exists: {polygraphy_ref}")
     ckpt = checkpoint if checkpoint is not None else bundled_default("torch")
-    model = load(ckpt)
+    model = load(ckpt, _recorded_options(model_dir))
     with tempfile.TemporaryDirectory(prefix="asisr-parity-") as tmp:
         if model_dir is None:
             from asisr.export.onnx import export_onnx
@@ -113,6 +113,17 @@ def parity(
     if not report.passed:
         print("error: parity check failed", file=sys.stderr)
         raise typer.Exit(EXIT_PARITY_FAILED)
+
+
+def _recorded_options(model_dir: Optional[Path]) -> dict:
+    """The test-time options an export was made with (its manifest's model config), for the reference."""
+    if model_dir is None:
+        return {}
+    from asisr.models.registry import TEST_TIME_OPTIONS
+    from asisr.runtime.manifest import read_manifest
+
+    config = read_manifest(model_dir).data["model"].get("config") or {}
+    return {k: config[k] for k in TEST_TIME_OPTIONS if k in config}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,161 @@
+"""LTE and Meta-SR (LIIF codebase) against tensors produced by the official code (``shared/fixtures``).
+
+Each fixture case ran the official model on one input: whole images at x2.5, x2 x 3.5 and x6
+(with the official test's cell clip) and a training-style mixed-scale batch of scattered
+query points. asisr must reproduce ``out`` in PyTorch and through its ONNX export, and the
+options that shape test-time behaviour (the cell clip) must be what made the difference.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from asisr.models import load
+from asisr.runtime.query import make_query
+from tests.cli_helpers import invoke
+from tests.conftest import SHARED, need
+
+FIXTURES = {"lte": SHARED / "fixtures" / "lte_official_small", "metasr": SHARED / "fixtures" / "metasr_liif_small"}
+CASES = ("sym_2.5", "asym_2x3.5", "x6_cellclip", "batch_mixed")
+TOL = 1e-4  # max abs on [0, 1] outputs (the acceptance bar; measured: <= 3.4e-6)
+OFFICIAL_CLIP = 4.0  # test.py --scale_max, with which x6_cellclip was made
+
+
+def _fixture(arch: str):
+    root = need(FIXTURES[arch])
+    return root / "epoch-last.pth", torch.load(root / "cases.pt")
+
+
+def _query(case: dict):
+    """The case's query as (scale, rows, cols), and how to read the fixture's points from a grid output.
+
+    Whole images are grids; the mixed batch holds scattered points, asked for as the grid of
+    their rows x their cols, whose diagonal is the points themselves.
+    """
+    lr = case["lr"]
+    b, _, h, w = lr.shape
+    if "hr_size" in case:  # batch_mixed: square HR per sample, (y, x) normalised coordinates
+        hr = case["hr_size"].double()
+        scale = torch.stack([hr / h, hr / w], dim=1).float()
+        rows = ((case["coord"][..., 0].double() + 1) / 2 * h).float()
+        cols = ((case["coord"][..., 1].double() + 1) / 2 * w).float()
+        return scale, rows, cols, lambda out: torch.diagonal(torch.as_tensor(out), dim1=2, dim2=3).permute(0, 2, 1)
+    out_h, out_w = case["out"].shape[2:]
+    scale, rows, cols = (torch.from_numpy(a) for a in make_query(h, w, out_h, out_w, batch=b))
+    return scale, rows, cols, torch.as_tensor
+
+
+def _options(arch: str, case: str) -> dict:
+    """LTE clips by default (as its test.py); Meta-SR does not (LIIF's test.py), so its x6 case sets the clip."""
+    return {"cell_clip": OFFICIAL_CLIP} if arch == "metasr" and case == "x6_cellclip" else {}
+
+
+@pytest.mark.parametrize("arch", list(FIXTURES))
+@pytest.mark.parametrize("case", CASES)
+def test_pytorch_reproduces_official(arch, case):
+    ckpt, cases = _fixture(arch)
+    c = cases[case]
+    model = load(ckpt, _options(arch, case))
+    with torch.no_grad():
+        assert (model.backbone.encoder((c["lr"] - 0.5) / 0.5) - c["feat"]).abs().max() <= TOL
+        scale, rows, cols, points = _query(c)
+        for variant in (model, model.reference()):  # the fast rewrite and the official computation
+            out = points(variant(c["lr"], scale, rows, cols).clamp(0, 1))
+            assert (out - c["out"]).abs().max() <= TOL, (variant.upsampler.fast, case)
+
+
+@pytest.mark.parametrize("arch", list(FIXTURES))
+def test_cell_clip_is_what_x6_needs(arch):
+    """Without the clip the x6 case is far off (the option is real), and LTE's default is the official test's."""
+    ckpt, cases = _fixture(arch)
+    c = cases["x6_cellclip"]
+    scale, rows, cols, points = _query(c)
+    with torch.no_grad():
+        off = points(load(ckpt, {"cell_clip": None})(c["lr"], scale, rows, cols).clamp(0, 1))
+    assert (off - c["out"]).abs().max() > 1e-3
+    assert load(ckpt).config["cell_clip"] == (OFFICIAL_CLIP if arch == "lte" else None)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Each fixture checkpoint exported with its default options, and Meta-SR once more with the clip."""
+    from asisr.export.onnx import export_onnx
+
+    out = {}
+    for arch in FIXTURES:
+        ckpt, _ = _fixture(arch)
+        for clip in ((None,) if arch == "lte" else (None, OFFICIAL_CLIP)):
+            opts = {} if clip is None else {"cell_clip": clip}
+            out[arch, clip] = export_onnx(load(ckpt, opts), tmp_path_factory.mktemp(f"{arch}_{clip}") / "onnx")
+    return out
+
+
+@pytest.mark.parametrize("arch", list(FIXTURES))
+@pytest.mark.parametrize("case", CASES)
+def test_onnxruntime_reproduces_official(arch, case, exported):
+    from asisr.runtime.backends.onnxrt import open_onnx_pipeline
+
+    _, cases = _fixture(arch)
+    c = cases[case]
+    clip = _options(arch, case).get("cell_clip")
+    scale, rows, cols, points = _query(c)
+    with open_onnx_pipeline(exported[arch, clip], 1, None) as pipe:
+        s = scale.numpy()
+        out = pipe.upsample(pipe.features(c["lr"].numpy(), s), s, rows.numpy(), cols.numpy())
+    assert (points(np.clip(out, 0, 1)) - c["out"]).abs().max() <= TOL
+
+
+# Operators the exported LTE / Meta-SR graphs may use: all in TensorRT's ONNX parser support matrix
+# (onnx-tensorrt docs/operators.md, TensorRT 10) for float32 and int64 index math, with no
+# GridSample (TensorRT's needs 4-D inputs and rounds nearest differently from PyTorch), no
+# GatherND / ScatterND (advanced indexing), no data-dependent shapes (NonZero, Loop, If).
+TENSORRT_OPS = {
+    "Abs", "Add", "Cast", "CastLike", "Clip", "Concat", "Constant", "Conv", "Cos", "Div", "Expand", "Floor", "Gather",
+    "Gemm", "Identity", "MatMul", "Max", "Min", "Mul", "Range", "Reciprocal", "Relu", "Reshape", "Shape", "Sin",
+    "Slice", "Squeeze", "Sub", "Transpose", "Unsqueeze",
+}
+
+
+@pytest.mark.parametrize("arch", list(FIXTURES))
+def test_exported_graphs_use_only_tensorrt_operators(arch, exported):
+    for stage in ("backbone", "upsampler"):
+        ops = collections.Counter(n.op_type for n in onnx.load(str(exported[arch, None] / f"{stage}.onnx")).graph.node)
+        assert "GridSample" not in ops
+        assert set(ops) <= TENSORRT_OPS, (stage, sorted(set(ops) - TENSORRT_OPS))
+        assert ops["Gather"] > 0 or stage == "backbone"  # the nearest / bilinear reads are plain gathers
+
+
+def _write16(path, chw: torch.Tensor) -> None:
+    rgb = np.round(chw.permute(1, 2, 0).numpy() * 65535).astype(np.uint16)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+@pytest.mark.parametrize("arch", list(FIXTURES))
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_cli_export_and_run_match_the_fixture_image(arch, backend, tmp_path, capsys):
+    """From the command line: asisr-export works on the official file, and asisr-run on it writes
+    the fixture's x2.5 image (16-bit PNG in and out, so the comparison is not blurred by 8 bits)."""
+    from asisr.cli.export import main as export_main
+    from asisr.cli.run import main as run_main
+
+    ckpt, cases = _fixture(arch)
+    c = cases["sym_2.5"]
+    code, out, err = invoke(export_main, ["--checkpoint", ckpt, "--out", tmp_path / "onnx"], capsys)
+    assert code == 0, err
+    assert f"exported {arch}" in out
+    _write16(tmp_path / "lr.png", c["lr"][0])
+    h, w = c["out"].shape[2:]
+    code, _, err = invoke(run_main, [tmp_path / "lr.png", "--size", f"{w}x{h}", "--out", tmp_path / "sr.png",
+                                     "--model", ckpt, "--backend", backend], capsys)
+    assert code == 0, err
+    sr = cv2.cvtColor(cv2.imread(str(tmp_path / "sr.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+    assert sr.dtype == np.uint16 and sr.shape == (h, w, 3)
+    ref = c["out"][0].permute(1, 2, 0).numpy()
+    # 16-bit input rounding (<= 7.6e-6) goes through the model; 1e-3 is ~65 output levels of 65535
+    assert np.abs(sr / 65535.0 - ref).max() <= 1e-3
