@@ -11,8 +11,8 @@ SwinIR and window padding: the official test pads the input (mirror, edge repeat
 output. The backbone does the same and crops the *features* back to the LR size, so the stage
 contract (features at LR size) holds; the interior equals the official computation, and at
 the last LR row and column the upsampler reads the clamped edge where the official code reads
-padded features (see ``tests/test_lte.py`` for the measured difference). With ``window_pad``
-off, SwinIR's own reflect padding is used and cropped the same way.
+padded features (``tests/test_liif_family.py`` checks both). With ``window_pad`` off, SwinIR's
+own reflect padding is used and its features are cropped to the LR size before any head.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ class EncoderBackbone(nn.Module):
             from asisr.models.swinir import window_test_pad
 
             inp = window_test_pad(inp, self.window)
-        out = self.head(inp, self.encoder(inp))
+        feat = self.encoder(inp)
         if self.encoder_name == SWINIR:
-            out = out[:, :, :h, :w]
-        return out
+            feat = feat[:, :, : inp.shape[2], : inp.shape[3]]  # its own reflect padding (window_pad off)
+            return self.head(inp, feat)[:, :, :h, :w]
+        return self.head(inp, feat)

@@ -159,3 +159,63 @@ def test_cli_export_and_run_match_the_fixture_image(arch, backend, tmp_path, cap
     ref = c["out"][0].permute(1, 2, 0).numpy()
     # 16-bit input rounding (<= 7.6e-6) goes through the model; 1e-3 is ~65 output levels of 65535
     assert np.abs(sr / 65535.0 - ref).max() <= 1e-3
+
+
+# ------------------------------------------------------------------ encoders inside the family
+
+SMALL_ENCODERS = {
+    "edsr-baseline": {"n_resblocks": 2, "n_feats": 16},
+    "rdn": {"G0": 16, "D": 2, "C": 2, "G": 8},
+    "swinir": {"embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4, "img_size": 16},
+}
+SMALL_HEADS = {"liif": {"hidden": [32, 32]}, "lte": {"hidden_dim": 16, "hidden": [32, 32]}, "metasr": {}}
+
+
+def _small(arch: str, encoder: str, **extra):
+    from asisr.models import create
+
+    torch.manual_seed(0)
+    return create(arch, encoder=encoder, encoder_args=SMALL_ENCODERS[encoder], **SMALL_HEADS[arch], **extra).eval()
+
+
+@pytest.mark.parametrize("arch", ["lte", "metasr"])
+@pytest.mark.parametrize("encoder", ["edsr-baseline", "rdn"])
+def test_tiled_equals_untiled(arch, encoder, tmp_path):
+    """Finite receptive fields recorded as halos: a tiled run equals the whole-image run."""
+    from asisr.models import save
+    from asisr.sources import open_upscaler
+
+    model = _small(arch, encoder)
+    assert model.descriptor.tiles_exactly and model.descriptor.backbone_halo > 0
+    save(model, tmp_path / "m.pt")
+    lr = (np.random.default_rng(0).random((41, 37, 3)) * 255).astype(np.uint8)
+    out = (127, 96)  # x3.1 x 2.6
+    with open_upscaler(tmp_path / "m.pt", "torch", threads=1, tile=10_000, lr_tile=10_000) as up:
+        whole = up.upscale_to(lr, out)
+    with open_upscaler(tmp_path / "m.pt", "torch", threads=1, tile=24, lr_tile=12) as up:
+        tiled = up.upscale_to(lr, out)
+    assert np.abs(whole - tiled).max() <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ["liif", "lte", "metasr"])
+def test_swinir_window_padding_matches_the_official_test_inside_the_image(arch):
+    """The official test runs the upsampler on the padded features; asisr crops them to the LR size
+    (the stage contract). Every output pixel whose reads stay inside the image is identical; only
+    the last LR row / column can differ, where the official code reads padded features."""
+    model = _small(arch, "swinir")
+    assert model.descriptor.backbone_halo is None  # SwinIR: tiles approximately (the runtime warns)
+    lr = torch.rand(1, 3, 10, 13)
+    scale, rows, cols = (torch.from_numpy(a) for a in make_query(10, 13, 30, 39))
+    with torch.no_grad():
+        from asisr.models.swinir import window_test_pad
+
+        inp = window_test_pad((lr - 0.5) / 0.5, 4)
+        padded = model.backbone.head(inp, model.backbone.encoder(inp))  # the official test's features
+        assert padded.shape[2:] == (12, 16)
+        official = model.upsampler(padded, scale, rows, cols)
+        ours = model(lr, scale, rows, cols)
+    inside = slice(0, 3 * (10 - 2)), slice(0, 3 * (13 - 2))  # reads at most 2 LR px beyond a query's cell
+    assert (ours - official)[..., inside[0], inside[1]].abs().max() <= 1e-6
+    with torch.no_grad():
+        unpadded = _small(arch, "swinir", window_pad=False)(lr, scale, rows, cols)
+    assert (unpadded - ours).abs().max() > 1e-4  # the option changes the computation

@@ -391,3 +391,25 @@ def test_cli_extends_a_finished_run(image_folder, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["iters"] == 9
     code, _, err = invoke(main, [*args, "--iters", "7"], capsys)
     assert_user_error(code, err, "already has 9 iterations")
+
+
+@pytest.mark.parametrize("arch,kwargs", [("lte", {"n_resblocks": 2, "n_feats": 8, "hidden_dim": 8, "hidden": [8]}),
+                                         ("metasr", {"n_resblocks": 2, "n_feats": 8})])
+def test_liif_family_trains_from_a_warm_encoder(image_folder, tmp_path, arch, kwargs):
+    """``asisr-train --model lte|metasr --init-backbone liif.pt``: the encoder starts as LIIF's, the loss falls."""
+    from asisr.models import create, load, save
+
+    torch.manual_seed(0)
+    liif = save(create("liif", n_resblocks=2, n_feats=8, hidden=[8]), tmp_path / "liif.pt")
+    cfg = tiny_config(image_folder, model=arch, model_kwargs=kwargs, init_backbone=str(liif), iters=20,
+                      sampling=SamplingConfig(patch=16, scale_min=1.0, scale_max=4.0, query="random"))
+    from asisr.training.warm_start import init_backbone_from
+
+    model = create(arch, **kwargs)
+    copied = init_backbone_from(model, liif)
+    source = load(liif).state_dict()
+    assert copied == sorted(k for k in model.state_dict() if k.startswith("backbone.encoder."))
+    assert all(torch.equal(model.state_dict()[k], source[k]) for k in copied)
+    losses = [v for _, v in Trainer(cfg, tmp_path / "run").run(progress=False)["loss"]]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert load(tmp_path / "run" / "best.pt").name == arch
