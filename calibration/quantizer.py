@@ -25,7 +25,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
 from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
-from asisr.calibration.graph import ensure_node_names, quantizable_ops, unshare_constants
+from asisr.calibration.graph import ensure_node_names, quantizable_ops, unshare_activations, unshare_constants
 from asisr.errors import UserError
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -72,7 +72,8 @@ def target_of(name: str) -> Target:
 
 def prepare_graph(src: str | Path, dst: str | Path, data_input: str) -> Path:
     """ORT's quantisation pre-processing (shape inference + basic optimisation), named nodes,
-    constants unshared between image and coordinate math (:func:`unshare_constants`).
+    constants and tensors unshared between the float math (coordinates, phases) and the rest of
+    the image math (:func:`unshare_constants`, :func:`unshare_activations`).
 
     ORT's symbolic shape inference cannot follow the upsampler's index arithmetic; ONNX shape
     inference then does the job alone.
@@ -85,7 +86,7 @@ def prepare_graph(src: str | Path, dst: str | Path, data_input: str) -> Path:
     except Exception:  # noqa: BLE001 - ORT raises plain exceptions from its symbolic shape helper
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     model = onnx.load(str(dst))
-    onnx.save(unshare_constants(ensure_node_names(model), data_input), str(dst))
+    onnx.save(unshare_activations(unshare_constants(ensure_node_names(model), data_input), data_input), str(dst))
     return dst
 
 

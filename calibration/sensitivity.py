@@ -8,7 +8,8 @@ windows happen to be. A graph being measured runs with the other stage in fp32.
 
 Policy (:func:`choose_exclusions`):
 
-1. coordinate and encoding math is never quantised (:mod:`asisr.calibration.graph`);
+1. coordinate and encoding math is never quantised, nor is phase math (the arguments of a
+   Sin/Cos of image data, :func:`asisr.calibration.graph.phase_nodes`; ``Policy.phase``);
 2. every candidate node is quantised alone; a node whose expected drop exceeds
    ``threshold_db`` stays in float;
 3. the rest are quantised together; if the joint expected drop exceeds ``budget_db``, the
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes, quantizable_ops, quantization_candidates
+from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes, phase_nodes, quantizable_ops, quantization_candidates
 from asisr.calibration.quantizer import Target, quantize_graph
 from asisr.calibration.reader import session
 from asisr.calibration.samples import CalibSample
@@ -50,10 +51,14 @@ class Policy:
     # False: only coordinate math stays float, nothing is measured node by node (quick exports;
     # the joint score is still measured and recorded).
     measure: bool = True
+    # True: phase math (LTE's cos/sin arguments) stays float like coordinate math. False only
+    # for measuring what quantising it costs (its nodes are then candidates like any other).
+    phase: bool = True
 
     def to_dict(self) -> dict:
         return {"reference_psnr_db": self.reference_psnr_db, "threshold_db": self.threshold_db,
-                "budget_db": self.budget_db, "samples": self.samples, "measure": self.measure}
+                "budget_db": self.budget_db, "samples": self.samples, "measure": self.measure,
+                "phase": self.phase}
 
 
 class Scorer:
@@ -121,17 +126,18 @@ class Exclusions:
     measured: dict[str, list[str]] = field(default_factory=dict)  # moved to float by the policy
     report: list[dict] = field(default_factory=list)  # one row per candidate node
     rounds: list[dict] = field(default_factory=list)  # joint drop after each policy round
+    phase: dict[str, list[str]] = field(default_factory=dict)  # always float (Policy.phase)
 
     def excluded(self, stage: str) -> list[str]:
-        return self.coordinate.get(stage, []) + self.measured.get(stage, [])
+        return self.coordinate.get(stage, []) + self.phase.get(stage, []) + self.measured.get(stage, [])
 
     def to_dict(self) -> dict:
-        return {"coordinate": self.coordinate, "measured": self.measured, "report": self.report,
-                "rounds": self.rounds}
+        return {"coordinate": self.coordinate, "phase": self.phase, "measured": self.measured,
+                "report": self.report, "rounds": self.rounds}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Exclusions":
-        return cls(d["coordinate"], d["measured"], d["report"], d["rounds"])
+        return cls(d["coordinate"], d["measured"], d["report"], d["rounds"], d.get("phase", {}))
 
 
 def _rounded(score: dict[str, float]) -> dict[str, float]:
@@ -161,8 +167,11 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
 
         for stage in STAGE_NAMES:
             ex.coordinate[stage] = coordinate_nodes(models[stage], DATA_INPUTS[stage])
-            candidates = quantization_candidates(models[stage], DATA_INPUTS[stage], quantizable_ops())
-            say(f"{stage}: {len(candidates)} candidate nodes, {len(ex.coordinate[stage])} coordinate nodes kept float")
+            ex.phase[stage] = phase_nodes(models[stage], DATA_INPUTS[stage]) if policy.phase else []
+            candidates = [n for n in quantization_candidates(models[stage], DATA_INPUTS[stage], quantizable_ops())
+                          if n not in set(ex.phase[stage])]
+            say(f"{stage}: {len(candidates)} candidate nodes, {len(ex.coordinate[stage])} coordinate and "
+                f"{len(ex.phase[stage])} phase nodes kept float")
             for name in candidates if policy.measure else []:
                 path = variant(stage, "solo", nodes_to_quantize=[name])
                 row = {"graph": stage, "node": name, "op": ops[stage][name]}
@@ -185,7 +194,8 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
             if k not in tried:
                 excl = {stage: measured[stage] + [r["node"] for r in rest[:k] if r["graph"] == stage]
                         for stage in STAGE_NAMES}
-                paths = {stage: variant(stage, f"joint{k}", nodes_to_exclude=ex.coordinate[stage] + excl[stage])
+                paths = {stage: variant(stage, f"joint{k}",
+                                        nodes_to_exclude=ex.coordinate[stage] + ex.phase[stage] + excl[stage])
                          for stage in STAGE_NAMES}
                 tried[k] = {"excluded": sum(map(len, excl.values())), **_rounded(scorer.score(**paths))}
                 ex.rounds.append(tried[k])

@@ -5,7 +5,10 @@ wheel) with ``keep_io_types``: graph inputs and outputs stay float32, so runners
 manifest's I/O contract are unchanged. Nodes that compute only on ``rows``/``cols``/``scale``
 (found by :func:`asisr.calibration.graph.coordinate_nodes`, not by name) stay float32: LR
 coordinates up to thousands of pixels, the floor/clamp index math and the sin/cos encodings
-lose whole pixels or whole periods in float16. Casts are inserted where the two meet.
+lose whole pixels or whole periods in float16. So does *phase* math, the image math that
+computes a Sin/Cos argument from image data (LTE's ``pi (freq . rel + phase)``,
+:func:`asisr.calibration.graph.phase_nodes`): its float16 error is absolute radians growing with
+the phase. Casts are inserted where float32 and float16 meet.
 
 Graphs are pre-processed first (ORT's basic optimisation folds the exporter's Constant and
 CastLike nodes, which the converter does not type well).
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import onnx
 
-from asisr.calibration.graph import DATA_INPUTS, coordinate_nodes
+from asisr.calibration.graph import DATA_INPUTS, float_nodes, phase_nodes
 from asisr.calibration.quantizer import prepare_graph
 from asisr.runtime.contract import STAGE_NAMES
 from asisr.runtime.manifest import read_manifest, write_manifest
@@ -32,7 +35,7 @@ def convert_graph(src: str | Path, dst: str | Path, stage: str) -> list[str]:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
-    keep = coordinate_nodes(model, DATA_INPUTS[stage])
+    keep = float_nodes(model, DATA_INPUTS[stage])
     fp16 = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
     fp16 = _topological(_drop_dead(_skip_round_trips(fp16)))
     del fp16.graph.value_info[:]  # the converter leaves stale types behind: infer them afresh
@@ -123,15 +126,17 @@ def convert_onnx(fp32_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
     fp32.require_fp32("FP16")
     with staging_dir(out_dir, overwrite) as work:
         out = work / "out"
-        kept = {}
+        kept, phase = {}, {}
         for stage in STAGE_NAMES:
             pre = prepare_graph(fp32.graph_path(stage), work / f"{stage}.pre.onnx", DATA_INPUTS[stage])
+            phase[stage] = phase_nodes(onnx.load(str(pre)), DATA_INPUTS[stage])
             kept[stage] = convert_graph(pre, out / fp32.graph_path(stage).name, stage)
         data = fp32.derived(out, "fp16")
         data["fp16"] = {
             "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
             "io": "float32 (keep_io_types)",
-            "float32_nodes": kept,
+            "float32_nodes": kept,  # coordinate and phase math
+            "phase_nodes": phase,
             "fp32_sha256": {stage: fp32.data["graphs"][stage]["sha256"] for stage in STAGE_NAMES},
         }
         write_manifest(out, data)

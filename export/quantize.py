@@ -7,7 +7,8 @@
 2. calibrate: tensor ranges of both graphs over LR crops of the calibration folder
    (:mod:`asisr.calibration`), the upsampler fed with the fp32 backbone's features;
 3. exclusion by measurement (:mod:`asisr.calibration.sensitivity`): coordinate / encoding
-   math stays float, nodes too costly to quantise stay float;
+   math and phase math (LTE's cos/sin arguments) stay float, nodes too costly to quantise stay
+   float;
 4. quantise both graphs with ONNX Runtime (QDQ) for the target, write graphs, manifest and the
    sensitivity report, and move the directory into place whole.
 
@@ -132,7 +133,8 @@ def quantize_onnx(fp32_dir: str | Path, out_dir: str | Path, calib: str | Path |
                             "samples": entry["calibration_set"]["samples"], "settings": settings.to_dict(),
                             "from_cache": from_cache},
             "policy": config.policy.to_dict(),
-            "float_nodes": {"coordinate": exclusions.coordinate, "measured": exclusions.measured},
+            "float_nodes": {"coordinate": exclusions.coordinate, "phase": exclusions.phase,
+                            "measured": exclusions.measured},
             "joint_score": exclusions.rounds[-1] if exclusions.rounds else None,
             "sensitivity_report": SENSITIVITY_FILE,
             "fp32_sha256": shas,
