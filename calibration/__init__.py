@@ -2,7 +2,8 @@
 
 * :mod:`~asisr.calibration.samples`: protocol LR crops of real photos at a spread of scales;
 * :mod:`~asisr.calibration.reader`: ONNX Runtime ``CalibrationDataReader`` s for both graphs;
-* :mod:`~asisr.calibration.graph`: which nodes are image math and which coordinate math;
+* :mod:`~asisr.calibration.graph`: which nodes are image math, coordinate math and phase math
+  (what stays float), and the constants and tensors split between them;
 * :mod:`~asisr.calibration.quantizer`: ranges and QDQ quantisation per target (ORT's API);
 * :mod:`~asisr.calibration.sensitivity`: the per-node report and the exclusion policy;
 * :mod:`~asisr.calibration.cache`: calibration results reused across exports.

@@ -11,9 +11,10 @@ in float32 under FP16 and INT8, whatever the nodes are named.
 ``Cos``) of image data, such as LTE's ``pi (freq . rel + phase)``: the nodes from the data
 input through data movement and linear arithmetic up to and including the ``Sin``/``Cos``
 (:func:`phase_nodes`). An error in a phase is an error in absolute radians however large the
-phase: float16 rounding grows with the phase's magnitude (0.06 rad per rounding at 165 rad)
-and an int8 phase with a per-tensor range is off by a large fraction of a period. Phase math
-stays float32 too, beside the coordinate math (:func:`float_nodes`).
+phase: float16 rounding grows with the phase's magnitude (a float16 step is 0.125 rad between
+128 and 256 rad), and quantised phase math put a trained LTE's phases off by up to 3.8 rad
+while no single node of it measured costly (docs/precision.md). Phase math stays float32 too,
+beside the coordinate math (:func:`float_nodes`).
 """
 
 from __future__ import annotations
@@ -138,14 +139,20 @@ def unshare_activations(model: onnx.ModelProto, data_input: str) -> onnx.ModelPr
     reader, float or not, is rewired to the dequantised value. LTE's bilinear skip weights are
     read by a coordinate ``Sub`` and by the image math, and ``features`` and the gathered
     texture by the phase math and the rest: without the copy both would be rounded to 8 bits
-    behind the float nodes' back. Graph outputs and initializers are left alone.
+    behind the float nodes' back. Only float tensors with a known type are copied (the
+    graph must have been through shape inference); initializers are left alone
+    (:func:`unshare_constants`).
     """
     keep = set(float_nodes(model, data_input))
     inits = {i.name for i in model.graph.initializer}
+    # only float tensors are quantised (index and shape tensors are not): needs the types that
+    # the pre-processing's shape inference recorded
+    floats = {v.name for v in list(model.graph.input) + list(model.graph.value_info)
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for t in node.input:
-            if t and t not in inits:
+            if t and t not in inits and t in floats:
                 readers.setdefault(t, []).append(node)
     shared = {t for t, rs in readers.items()
               if any(r.name in keep and r.op_type not in SHAPE_OPS for r in rs)
