@@ -23,6 +23,7 @@ from torch import nn
 from asisr.errors import UserError
 from asisr.models.canonical import CanonicalCheckpoint, key_patterns
 from asisr.models.edsr import EDSREncoder, edsr_args_from_state
+from asisr.runtime.descriptor import ModelDescriptor
 
 EDSR_BASELINE, RDN, SWINIR = "edsr-baseline", "rdn", "swinir"
 ENCODERS = (EDSR_BASELINE, RDN, SWINIR)
@@ -101,6 +102,26 @@ def family_kwargs(encoder: str, encoder_args: dict, **rest) -> dict:
     if encoder == EDSR_BASELINE:
         return {**rest, **encoder_args}
     return {**rest, "encoder": encoder, "encoder_args": encoder_args}
+
+
+def family_descriptor(arch: str, backbone: "EncoderBackbone", feature_channels: int, upsampler_lr_reach: int,
+                      scale_max: float, **extra) -> ModelDescriptor:
+    """What LIIF, LTE and Meta-SR share: trained on s in [1, 4], no HR mixing, every precision,
+    the halo of their encoder (plus heads), and which encoder and window padding they use."""
+    if backbone.encoder_name == SWINIR:
+        extra["window_pad"] = backbone.window
+    return ModelDescriptor(
+        arch=arch,
+        feature_channels=feature_channels,
+        scale_min=1.0,
+        scale_max=scale_max,
+        trained_scale_max=4.0,
+        backbone_halo=backbone.receptive_radius,
+        upsampler_lr_reach=upsampler_lr_reach,
+        upsampler_hr_reach=0,
+        precisions=("fp32", "fp16", "int8"),
+        extra={"encoder": backbone.encoder_name, **extra},
+    )
 
 
 class EncoderBackbone(nn.Module):

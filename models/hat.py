@@ -108,6 +108,18 @@ def overlapping_windows(x: torch.Tensor, ws: int, ows: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------- blocks
 
+def init_transformer_weights(m: nn.Module) -> None:
+    """Upstream's init for the window transformers (truncated-normal linears, unit LayerNorms),
+    so training from scratch starts where upstream's does."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -264,17 +276,7 @@ class HATBackbone(nn.Module):
             for d, nh in zip(depths, num_heads)])
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward(self, lr: torch.Tensor, scale: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         """``code`` overrides the scale vector (tests feed upstream's exact one)."""

@@ -30,8 +30,8 @@ from torch import nn
 
 from asisr.errors import UserError
 from asisr.models.base import SRModel
-from asisr.runtime.descriptor import ModelDescriptor
 from asisr.models.encoders import (EDSR_BASELINE, EncoderBackbone, detect_encoder, encoder_out_dim, encoder_state,
+                                   family_descriptor,
                                    family_config, family_encoder, family_kwargs)
 from asisr.models.sampling import cell_index, gather_rows, local_ensemble
 from asisr.models.canonical import CanonicalCheckpoint
@@ -127,18 +127,8 @@ def _liif(n_resblocks: int = 16, n_feats: int = 64, hidden: list[int] | None = N
     encoder, encoder_args = family_encoder(encoder, encoder_args, n_resblocks, n_feats)
     backbone = EncoderBackbone(encoder, encoder_args, window_pad)
     c = backbone.out_dim
-    descriptor = ModelDescriptor(
-        arch="liif",
-        feature_channels=c,
-        scale_min=1.0,
-        scale_max=scale_max,
-        trained_scale_max=4.0,
-        backbone_halo=backbone.receptive_radius,
-        upsampler_lr_reach=2,  # 3x3 feature unfolding (1) + local-ensemble neighbour (1)
-        upsampler_hr_reach=0,
-        precisions=("fp32", "fp16", "int8"),
-        extra={"encoder": encoder, **({"window_pad": backbone.window} if encoder == "swinir" else {})},
-    )
+    descriptor = family_descriptor("liif", backbone, c, scale_max=scale_max,
+                                   upsampler_lr_reach=2)  # 3x3 feature unfolding (1) + ensemble neighbour (1)
     config = family_config(encoder, encoder_args, window_pad, hidden=hidden)
     return SRModel("liif", backbone, LIIFUpsampler(c, hidden, fast), descriptor, config)
 

@@ -29,11 +29,11 @@ from asisr.errors import UserError
 from asisr.models.base import SRModel
 from asisr.models.canonical import CanonicalCheckpoint
 from asisr.models.encoders import (EDSR_BASELINE, EncoderBackbone, detect_encoder, encoder_out_dim, encoder_state,
+                                   family_descriptor,
                                    family_config, family_encoder, family_kwargs)
 from asisr.models.liif import MLP
 from asisr.models.registry import Detection, register_detector, register_model
 from asisr.models.sampling import bilinear_border, cell_index, clipped_cell, gather_rows, local_ensemble
-from asisr.runtime.descriptor import ModelDescriptor
 
 OFFICIAL_CELL_CLIP = 4.0  # test.py's --scale_max default
 
@@ -100,19 +100,8 @@ def _lte(n_resblocks: int = 16, n_feats: int = 64, hidden_dim: int = 256, hidden
     hidden = list(hidden or [256, 256, 256])
     encoder, encoder_args = family_encoder(encoder, encoder_args, n_resblocks, n_feats)
     backbone = LTEBackbone(encoder, encoder_args, hidden_dim, window_pad)
-    descriptor = ModelDescriptor(
-        arch="lte",
-        feature_channels=2 * hidden_dim + 3,
-        scale_min=1.0,
-        scale_max=scale_max,
-        trained_scale_max=4.0,
-        backbone_halo=backbone.receptive_radius,
-        upsampler_lr_reach=1,  # ensemble neighbour; the bilinear skip also reads 1 LR pixel around
-        upsampler_hr_reach=0,
-        precisions=("fp32", "fp16", "int8"),
-        extra={"encoder": encoder, "cell_clip": cell_clip,
-               **({"window_pad": backbone.window} if encoder == "swinir" else {})},
-    )
+    descriptor = family_descriptor("lte", backbone, 2 * hidden_dim + 3, scale_max=scale_max, cell_clip=cell_clip,
+                                   upsampler_lr_reach=1)  # ensemble neighbour; the bilinear skip reads 1 px too
     config = family_config(encoder, encoder_args, window_pad, hidden_dim=hidden_dim, hidden=hidden,
                            cell_clip=cell_clip)
     return SRModel("lte", backbone, LTEUpsampler(hidden_dim, hidden, cell_clip), descriptor, config)

@@ -36,11 +36,11 @@ from asisr.errors import UserError
 from asisr.models.base import SRModel
 from asisr.models.canonical import CanonicalCheckpoint
 from asisr.models.encoders import (EDSR_BASELINE, EncoderBackbone, detect_encoder, encoder_out_dim, encoder_state,
+                                   family_descriptor,
                                    family_config, family_encoder, family_kwargs)
 from asisr.models.liif import MLP
 from asisr.models.registry import Detection, register_detector, register_model
 from asisr.models.sampling import BOUNDARY_EPS, cell_index, clipped_cell, gather_rows
-from asisr.runtime.descriptor import ModelDescriptor
 
 PREDICTOR_HIDDEN = 256  # hard-coded in the official MetaSR.__init__
 
@@ -108,19 +108,8 @@ def _metasr(n_resblocks: int = 16, n_feats: int = 64, cell_clip: float | None = 
     encoder, encoder_args = family_encoder(encoder, encoder_args, n_resblocks, n_feats)
     backbone = EncoderBackbone(encoder, encoder_args, window_pad)
     c = backbone.out_dim
-    descriptor = ModelDescriptor(
-        arch="metasr",
-        feature_channels=c,
-        scale_min=1.0,
-        scale_max=scale_max,
-        trained_scale_max=4.0,
-        backbone_halo=backbone.receptive_radius,
-        upsampler_lr_reach=2,  # 3x3 unfolding (1) + the corner's cell, at most one above / left (1)
-        upsampler_hr_reach=0,
-        precisions=("fp32", "fp16", "int8"),
-        extra={"encoder": encoder, "cell_clip": cell_clip,
-               **({"window_pad": backbone.window} if encoder == "swinir" else {})},
-    )
+    descriptor = family_descriptor("metasr", backbone, c, scale_max=scale_max, cell_clip=cell_clip,
+                                   upsampler_lr_reach=2)  # 3x3 unfolding (1) + the corner's cell, 1 above / left
     config = family_config(encoder, encoder_args, window_pad, cell_clip=cell_clip)
     return SRModel("metasr", backbone, MetaSRUpsampler(c, cell_clip, fast), descriptor, config)
 

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from asisr.errors import UserError
-from asisr.models.hat import (Mlp, WindowAttention, reflect_index, relative_position_index_sa,
-                              shifted_window_mask, window_partition, window_reverse)
+from asisr.models.hat import (Mlp, WindowAttention, init_transformer_weights, reflect_index,
+                              relative_position_index_sa, shifted_window_mask, window_partition, window_reverse)
 
 #: Output channels of ``conv_before_upsample`` (hard-coded upstream, whatever ``embed_dim`` is).
 OUT_DIM = 64
@@ -175,18 +175,7 @@ class SwinIREncoder(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, 1, 1)
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, OUT_DIM, 3, 1, 1), nn.LeakyReLU(0.01))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """Upstream's init (truncated-normal linears, unit LayerNorms), so training from scratch matches."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
