@@ -279,7 +279,8 @@ def test_mismatched_checkpoint_names_missing_and_unexpected(tmp_path):
 # Full-size official layouts (shapes only, on the meta device): recognised, or unknown.
 MANIFESTS = SHARED / "fixtures" / "official_key_manifests.json"
 EXPECTED = {f"{arch}_{enc}": arch for arch in ("liif", "lte", "metasr") for enc in ("edsr-baseline", "rdn", "swinir")}
-EXPECTED.update({"metardn_official": "unknown architecture", "arbrcan_official": "unknown architecture"})
+EXPECTED["metardn_official"] = "unknown architecture"  # issue 14: MetaRDN
+EXPECTED["arbrcan_official"] = "unknown architecture"  # issue 14: ArbRCAN
 MEAN_SHIFT = ("encoder.sub_mean.", "encoder.add_mean.")  # in EDSR's state dict, never applied (shared/README.md)
 
 
