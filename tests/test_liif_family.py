@@ -51,17 +51,12 @@ def _query(case: dict):
     return scale, rows, cols, torch.as_tensor
 
 
-def _options(arch: str, case: str) -> dict:
-    """LTE clips by default (as its test.py); Meta-SR does not (LIIF's test.py), so its x6 case sets the clip."""
-    return {"cell_clip": OFFICIAL_CLIP} if arch == "metasr" and case == "x6_cellclip" else {}
-
-
 @pytest.mark.parametrize("arch", list(FIXTURES))
 @pytest.mark.parametrize("case", CASES)
 def test_pytorch_reproduces_official(arch, case):
     ckpt, cases = _fixture(arch)
     c = cases[case]
-    model = load(ckpt, _options(arch, case))
+    model = load(ckpt)  # the defaults are the official test's (LTE repository), with which the fixtures were made
     with torch.no_grad():
         assert (model.backbone.encoder((c["lr"] - 0.5) / 0.5) - c["feat"]).abs().max() <= TOL
         scale, rows, cols, points = _query(c)
@@ -72,28 +67,22 @@ def test_pytorch_reproduces_official(arch, case):
 
 @pytest.mark.parametrize("arch", list(FIXTURES))
 def test_cell_clip_is_what_x6_needs(arch):
-    """Without the clip the x6 case is far off (the option is real), and LTE's default is the official test's."""
+    """Without the clip the x6 case is far off (the option is real); the default is the LTE repository's test."""
     ckpt, cases = _fixture(arch)
     c = cases["x6_cellclip"]
     scale, rows, cols, points = _query(c)
     with torch.no_grad():
         off = points(load(ckpt, {"cell_clip": None})(c["lr"], scale, rows, cols).clamp(0, 1))
     assert (off - c["out"]).abs().max() > 1e-3
-    assert load(ckpt).config["cell_clip"] == (OFFICIAL_CLIP if arch == "lte" else None)
+    assert load(ckpt).config["cell_clip"] == OFFICIAL_CLIP
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Each fixture checkpoint exported with its default options, and Meta-SR once more with the clip."""
+    """Each fixture checkpoint exported with its default options."""
     from asisr.export.onnx import export_onnx
 
-    out = {}
-    for arch in FIXTURES:
-        ckpt, _ = _fixture(arch)
-        for clip in ((None,) if arch == "lte" else (None, OFFICIAL_CLIP)):
-            opts = {} if clip is None else {"cell_clip": clip}
-            out[arch, clip] = export_onnx(load(ckpt, opts), tmp_path_factory.mktemp(f"{arch}_{clip}") / "onnx")
-    return out
+    return {arch: export_onnx(load(_fixture(arch)[0]), tmp_path_factory.mktemp(arch) / "onnx") for arch in FIXTURES}
 
 
 @pytest.mark.parametrize("arch", list(FIXTURES))
@@ -103,9 +92,8 @@ def test_onnxruntime_reproduces_official(arch, case, exported):
 
     _, cases = _fixture(arch)
     c = cases[case]
-    clip = _options(arch, case).get("cell_clip")
     scale, rows, cols, points = _query(c)
-    with open_onnx_pipeline(exported[arch, clip], 1, None) as pipe:
+    with open_onnx_pipeline(exported[arch], 1, None) as pipe:
         s = scale.numpy()
         out = pipe.upsample(pipe.features(c["lr"].numpy(), s), s, rows.numpy(), cols.numpy())
     assert (points(np.clip(out, 0, 1)) - c["out"]).abs().max() <= TOL
@@ -125,7 +113,7 @@ TENSORRT_OPS = {
 @pytest.mark.parametrize("arch", list(FIXTURES))
 def test_exported_graphs_use_only_tensorrt_operators(arch, exported):
     for stage in ("backbone", "upsampler"):
-        ops = collections.Counter(n.op_type for n in onnx.load(str(exported[arch, None] / f"{stage}.onnx")).graph.node)
+        ops = collections.Counter(n.op_type for n in onnx.load(str(exported[arch] / f"{stage}.onnx")).graph.node)
         assert "GridSample" not in ops
         assert set(ops) <= TENSORRT_OPS, (stage, sorted(set(ops) - TENSORRT_OPS))
         assert ops["Gather"] > 0 or stage == "backbone"  # the nearest / bilinear reads are plain gathers
