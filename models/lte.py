@@ -33,9 +33,8 @@ from asisr.models.encoders import (EDSR_BASELINE, EncoderBackbone, detect_encode
                                    family_config, family_encoder, family_kwargs)
 from asisr.models.liif import MLP
 from asisr.models.registry import Detection, register_detector, register_model
-from asisr.models.sampling import bilinear_border, cell_index, clipped_cell, gather_rows, local_ensemble
-
-OFFICIAL_CELL_CLIP = 4.0  # test.py's --scale_max default
+from asisr.models.sampling import (OFFICIAL_CELL_CLIP, bilinear_border, cell_index, clipped_cell, gather_rows,
+                                   local_ensemble)
 
 
 class LTEBackbone(EncoderBackbone):

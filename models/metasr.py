@@ -41,10 +41,9 @@ from asisr.models.encoders import (EDSR_BASELINE, EncoderBackbone, detect_encode
                                    family_config, family_encoder, family_kwargs)
 from asisr.models.liif import MLP
 from asisr.models.registry import Detection, register_detector, register_model
-from asisr.models.sampling import BOUNDARY_EPS, cell_index, clipped_cell, gather_rows
+from asisr.models.sampling import BOUNDARY_EPS, OFFICIAL_CELL_CLIP, cell_index, clipped_cell, gather_rows
 
 PREDICTOR_HIDDEN = 256  # hard-coded in the official MetaSR.__init__
-OFFICIAL_CELL_CLIP = 4.0  # the LTE repository's test.py --scale_max
 
 
 class MetaSRUpsampler(nn.Module):
@@ -105,8 +104,7 @@ class MetaSRUpsampler(nn.Module):
 
 @register_model("metasr")
 def _metasr(n_resblocks: int = 16, n_feats: int = 64, cell_clip: float | None = OFFICIAL_CELL_CLIP,
-            fast: bool = True,
-            scale_max: float = 12.0, encoder: str = EDSR_BASELINE, encoder_args: dict | None = None,
+            fast: bool = True, scale_max: float = 12.0, encoder: str = EDSR_BASELINE, encoder_args: dict | None = None,
             window_pad: bool = True) -> SRModel:
     encoder, encoder_args = family_encoder(encoder, encoder_args, n_resblocks, n_feats)
     backbone = EncoderBackbone(encoder, encoder_args, window_pad)

@@ -70,6 +70,9 @@ def bilinear_border(lr_map: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     return top * (1 - fy) + bottom * fy
 
 
+OFFICIAL_CELL_CLIP = 4.0  # the LTE repository's test.py --scale_max: LTE's and Meta-SR's default clip
+
+
 def clipped_cell(scale: torch.Tensor, clip_scale: float | None) -> torch.Tensor:
     """The cell (LR pixels per output pixel, per axis) a model is told: ``1 / s``, or the official
     test-time clip ``cell * max(s / clip_scale, 1)`` that keeps it within the training range."""
