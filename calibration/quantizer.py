@@ -7,9 +7,13 @@ cached set of ranges reproduces a graph byte for byte without any calibration da
 
 Targets:
 
-* ``onnxruntime``: activations QUInt8 asymmetric, weights QInt8 symmetric per channel, int32
-  biases (ORT's CPU kernels fuse these QDQ groups into QLinear ops). No ``reduce_range``: the
-  7-bit weights are only a workaround for x86 CPUs without VNNI, and cost accuracy.
+* ``onnxruntime``: activations QUInt8 asymmetric, weights QInt8 symmetric per channel with 7-bit
+  range (``reduce_range``), int32 biases (ORT's CPU kernels fuse these QDQ groups into QLinear
+  ops). The 7-bit weights keep the graph exact on every x86 CPU: without VNNI, ORT's U8S8
+  kernels sum pairs of u8*s8 products in int16 (``vpmaddubsw``), and full-range weights
+  overflow it (255 * 127 * 2 > 32767) - a silent, CPU-dependent accuracy loss.
+* ``onnxruntime-vnni``: the same with full 8-bit weights, for deployments known to run only on
+  CPUs with VNNI (or ARM): slightly more accurate there, wrong on older x86 CPUs.
 * ``tensorrt``: activations and weights QInt8 symmetric (zero point 0), weights per output
   channel, float biases (TensorRT folds them itself): TensorRT's explicit-quantisation rules.
 """
@@ -40,17 +44,21 @@ class Target:
     activation_symmetric: bool
     quantize_bias: bool
     per_channel: bool = True
+    reduce_range: bool = False
 
     def describe(self) -> dict:
         return {"target": self.name, "format": "QDQ", "activations": f"{self.activation_type.name} "
                 f"{'symmetric' if self.activation_symmetric else 'asymmetric'} per tensor",
-                "weights": f"{self.weight_type.name} symmetric {'per channel' if self.per_channel else 'per tensor'}",
+                "weights": f"{self.weight_type.name} symmetric {'per channel' if self.per_channel else 'per tensor'}"
+                           f"{', 7-bit range' if self.reduce_range else ''}",
                 "bias": "int32" if self.quantize_bias else "float32"}
 
 
 TARGETS = {
     "onnxruntime": Target("onnxruntime", QuantType.QUInt8, QuantType.QInt8, activation_symmetric=False,
-                          quantize_bias=True),
+                          quantize_bias=True, reduce_range=True),
+    "onnxruntime-vnni": Target("onnxruntime-vnni", QuantType.QUInt8, QuantType.QInt8, activation_symmetric=False,
+                               quantize_bias=True),
     "tensorrt": Target("tensorrt", QuantType.QInt8, QuantType.QInt8, activation_symmetric=True,
                        quantize_bias=False),
 }
@@ -121,7 +129,7 @@ def quantize_graph(graph: str | Path, out: str | Path, ranges: TensorsData, targ
         logger.setLevel(logging.ERROR)  # ORT warns about pre-processing metadata it cannot see
         try:
             quantize_static(str(graph), str(out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                            per_channel=target.per_channel, reduce_range=False,
+                            per_channel=target.per_channel, reduce_range=target.reduce_range,
                             activation_type=target.activation_type, weight_type=target.weight_type,
                             nodes_to_exclude=list(nodes_to_exclude or []),
                             nodes_to_quantize=list(nodes_to_quantize or []),

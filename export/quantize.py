@@ -104,7 +104,8 @@ def quantize_onnx(fp32_dir: str | Path, out_dir: str | Path, calib: str | Path |
                   for stage in STAGE_NAMES}
         shas = {stage: fp32.data["graphs"][stage]["sha256"] for stage in STAGE_NAMES}
         key = cache_key(shas, config.method, config.target,
-                        {"settings": settings.to_dict(), "policy": config.policy.to_dict()})
+                        {"settings": settings.to_dict(), "policy": config.policy.to_dict(),
+                         "quantization": target.describe()})  # exclusions were measured for these types
         entry = range_cache.get(key) if range_cache is not None else None
         from_cache = entry is not None
         if entry is None:

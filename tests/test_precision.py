@@ -112,6 +112,28 @@ def test_int8_onnxruntime_target_is_qdq_uint8_activations_per_channel_weights(in
         w = dq[conv.input[1]]
         weight, scale, zero = inits[w.input[0]], inits[w.input[1]], inits[w.input[2]]
         assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],) and not zero.any()
+        # 7-bit range: u8 * s8 pair sums fit int16 (AVX2 CPUs without VNNI would saturate otherwise)
+        assert np.abs(weight.astype(np.int32)).max() == 64 and 255 * 64 * 2 <= 32767
+
+
+def _max_conv_weight(path: Path) -> int:
+    nodes, inits = _nodes(path), _inits(path)
+    dq = {n.output[0]: n for n in nodes if n.op_type == "DequantizeLinear"}
+    return max(int(np.abs(inits[dq[n.input[1]].input[0]].astype(np.int32)).max())
+               for n in nodes if n.op_type == "Conv" and n.input[1] in dq)
+
+
+def test_int8_vnni_target_keeps_full_range_weights_and_its_own_cache_entry(tiny_liif_onnx, photos, tmp_path):
+    cache = tmp_path / "calib.json"
+    portable = quantize_onnx(tiny_liif_onnx, tmp_path / "ort", photos, QUICK, cache=cache)
+    vnni = quantize_onnx(tiny_liif_onnx, tmp_path / "vnni", photos, replace(QUICK, target="onnxruntime-vnni"),
+                         cache=cache)
+    assert _max_conv_weight(portable / "backbone.onnx") == 64
+    assert _max_conv_weight(vnni / "backbone.onnx") == 127
+    q = read_manifest(vnni).data["quantization"]
+    assert q["target"] == "onnxruntime-vnni" and "7-bit" not in q["weights"]
+    assert "7-bit" in read_manifest(portable).data["quantization"]["weights"]
+    assert len(json.loads(cache.read_text())["entries"]) == 2  # ranges measured for one never serve the other
 
 
 def test_int8_tensorrt_target_is_symmetric_int8_with_float_bias(tiny_liif_onnx, photos, tmp_path):

@@ -52,7 +52,9 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Float16 image math (coordinate math and graph I/O stay float32)."),
     int8: bool = typer.Option(False, "--int8", help="INT8 QDQ graphs, calibrated on the photos in --calib."),
     int8_target: str = typer.Option("onnxruntime", "--int8-target",
-                                    help="int8: onnxruntime (uint8 activations) or tensorrt (symmetric int8)."),
+                                    help="int8: onnxruntime (uint8 activations, 7-bit weights: exact on "
+                                         "every x86 CPU), onnxruntime-vnni (8-bit weights: only for CPUs "
+                                         "with VNNI or ARM) or tensorrt (symmetric int8)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: folder of photos to calibrate on."),
     calib_cache: Optional[Path] = typer.Option(None, "--calib-cache",
                                                help="int8: JSON cache of calibration results, reused when it "
