@@ -152,6 +152,7 @@ def _parse_switch(text: str) -> bool:
 TEST_TIME_OPTIONS: dict[str, Callable[[str], Any]] = {
     "cell_clip": _parse_cell_clip,  # LTE / Meta-SR: tell the model cell * max(s / clip, 1); off: the true cell
     "window_pad": _parse_switch,  # SwinIR encoders: the official test's mirror padding to the window
+    "grid_align_corners": _parse_switch,  # ArbRCAN: sample as trained (PyTorch 1.1); off: as the official code runs today
 }
 
 

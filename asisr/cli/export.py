@@ -64,7 +64,9 @@ def export(
     option: list[str] = typer.Option([], "--option",
                                      help="Test-time behaviour KEY=VALUE, repeatable; recorded in the manifest. "
                                           "cell_clip=4|off (LTE, Meta-SR: the official test's cell clip), "
-                                          "window_pad=on|off (SwinIR encoders: the official test's padding)."),
+                                          "window_pad=on|off (SwinIR encoders: the official test's padding), "
+                                          "grid_align_corners=on|off (ArbRCAN: on samples as the weights were "
+                                          "trained; off as the official code runs on PyTorch >= 1.3)."),
 ) -> None:
     """Export CHECKPOINT to OUT."""
     format = format.strip().lower()
