@@ -72,9 +72,41 @@ def check_scale_range(scale: Scale, max_scale: float, min_scale: float = 0.0) ->
         raise UserError(f"scale {scale} is below the supported minimum x{min_scale:g}")
 
 
-def output_size(lr_h: int, lr_w: int, scale: Scale) -> tuple[int, int]:
-    """Output size for a scale: rounded, at least one pixel."""
-    return max(1, round(lr_h * scale.h)), max(1, round(lr_w * scale.w))
+# How a scale becomes an output size (``ModelDescriptor.size_rule``): asisr rounds; Meta-SR's
+# official test truncates, ``int(s * h)`` in double precision (int(2.3 * 50) = 114, not 115).
+SIZE_RULES = ("round", "floor")
+
+
+def output_size(lr_h: int, lr_w: int, scale: Scale, rule: str = "round") -> tuple[int, int]:
+    """Output size for a scale under a size rule, at least one pixel."""
+    fit = round if rule == "round" else int
+    return max(1, fit(lr_h * scale.h)), max(1, fit(lr_w * scale.w))
+
+
+def check_symmetric(scale: Scale, symmetric_only: bool, model: str) -> None:
+    """Refuse per-axis scales for a model that has one scale for both axes."""
+    if symmetric_only and scale.h != scale.w:
+        raise UserError(f"scale {scale} is asymmetric, but {model} takes one scale for both axes; "
+                        f"ask for a single number like {scale.max:g}")
+
+
+def scale_for_size(lr_h: int, lr_w: int, out_h: int, out_w: int, rule: str = "round",
+                   symmetric_only: bool = False) -> Scale:
+    """The scale a model is told for an output size: ``out / lr`` per axis, or for a model with
+    one scale, the one whose size rule gives exactly this size (else one within a pixel)."""
+    if not symmetric_only:
+        return Scale(out_h / lr_h, out_w / lr_w)
+    for s in (out_h / lr_h, out_w / lr_w):
+        for _ in range(3):  # out / lr * lr may land one rounding below out
+            if output_size(lr_h, lr_w, Scale(s, s), rule) == (out_h, out_w):
+                return Scale(s, s)
+            s = math.nextafter(s, math.inf)
+    lo = max((out_h - 1) / lr_h, (out_w - 1) / lr_w)
+    hi = min((out_h + 1) / lr_h, (out_w + 1) / lr_w)
+    if not lo < hi:
+        raise UserError(f"no single scale turns {lr_w}x{lr_h} into {out_w}x{out_h}, and this model takes one scale "
+                        "for both axes; ask for a size of the image's aspect ratio, or for a scale")
+    return Scale((lo + hi) / 2, (lo + hi) / 2)
 
 
 FITS = ("stretch", "contain", "cover")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from asisr.scale import SIZE_RULES
+
 
 @dataclass(frozen=True)
 class ModelDescriptor:
@@ -16,6 +18,13 @@ class ModelDescriptor:
     nearest feature of a query, and ``upsampler_hr_reach`` HR pixels of neighbourhood the
     upsampler mixes (involution on the HR grid). ``upsampler_global_pool`` marks upsamplers
     that pool over the whole output (ECA), whose output tiles are therefore approximate too.
+
+    ``size_rule`` is how a requested scale becomes an output grid (``asisr.scale.SIZE_RULES``):
+    ``"round"`` (asisr's) gives ``round(s * h)`` pixels spread over the whole LR image and tells
+    the model ``out / lr``; ``"floor"`` (Meta-SR's official test) gives ``int(s * h)`` pixels on the
+    scale's own grid, step ``1 / s`` (``asisr.runtime.query.floor_grid_coords``), and tells the
+    model ``s`` itself. ``symmetric_only`` models take one scale for both axes. Both default to
+    the old behaviour, so manifests written before they existed read back unchanged.
     """
 
     arch: str
@@ -30,6 +39,12 @@ class ModelDescriptor:
     precisions: tuple[str, ...] = ("fp32",)
     normalization: str = "input RGB float32 in [0, 1]; output RGB in [0, 1] (clamp after)"
     extra: dict = field(default_factory=dict)
+    size_rule: str = "round"
+    symmetric_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size_rule not in SIZE_RULES:
+            raise ValueError(f"size_rule must be one of {SIZE_RULES}, not {self.size_rule!r}")
 
     @property
     def tiles_exactly(self) -> bool:

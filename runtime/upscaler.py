@@ -10,16 +10,19 @@ budget plus the output image, whatever the image size.
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from asisr.errors import UserError
-from asisr.runtime.query import effective_scale
+from asisr.runtime.query import floor_grid_coords
 from asisr.runtime.pipeline import Pipeline
 from asisr.runtime.tiling import (
     GLOBAL_CONTEXT_HALO,
+    QuerySpan,
     TileGeometry,
     TilePlan,
     lr_spans,
@@ -27,7 +30,7 @@ from asisr.runtime.tiling import (
     query_spans,
     tile_halo,
 )
-from asisr.scale import Scale, check_scale_range, fit_size, output_size
+from asisr.scale import Scale, check_scale_range, check_symmetric, fit_size, output_size, scale_for_size
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes; keeps 1920x1080 -> 3840x2160 on ONNX Runtime under ~2 GB peak RSS
 
@@ -112,16 +115,21 @@ class Upscaler:
         h, w = image.shape[:2]
         if size is None:
             scale = scale if isinstance(scale, Scale) else Scale(float(scale), float(scale))
+            check_symmetric(scale, self.descriptor.symmetric_only, self.descriptor.arch)
             check_scale_range(scale, self.max_scale)
-            size = output_size(h, w, scale)
+            size = output_size(h, w, scale, self.descriptor.size_rule)
         placed = fit_size(h, w, size, fit)
-        out = self.upscale_to(image, placed.inner)
+        out = self.upscale_to(image, placed.inner, scale if placed.inner == size else None)
         if placed.inner != placed.box:
             out = _place(out, placed.box, placed.offset)
         return from_float(out, image.dtype)
 
-    def upscale_to(self, image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-        """Float32 output in [0, 1] of size ``out_hw``, with the input's channel count."""
+    def upscale_to(self, image: np.ndarray, out_hw: tuple[int, int], scale: Scale | None = None) -> np.ndarray:
+        """Float32 output in [0, 1] of size ``out_hw``, with the input's channel count.
+
+        ``scale``: the scale ``out_hw`` was computed from, if any. A model on the floor grid
+        (``size_rule`` ``floor``) is told it and samples its grid; others are told ``out / lr``.
+        """
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             raise UserError(f"unsupported image shape {image.shape}: expected grey, RGB or RGBA")
         h, w = image.shape[:2]
@@ -130,14 +138,14 @@ class Upscaler:
         out_h, out_w = int(out_hw[0]), int(out_hw[1])
         if out_h < 1 or out_w < 1:
             raise UserError(f"invalid output size {out_w}x{out_h}")
-        s = Scale(*effective_scale(h, w, out_h, out_w))
+        s = self._told_scale(h, w, out_h, out_w, scale)
         check_scale_range(s, self.max_scale)
         x = to_float(image)
         if x.ndim == 2:
             x = x[:, :, None]
         channels = x.shape[2]
         rgb = x[:, :, :3] if channels >= 3 else np.repeat(x, 3, axis=2)
-        out = self._upscale_rgb(rgb, out_h, out_w)
+        out = self._upscale_rgb(rgb, out_h, out_w, s)
         if channels == 1:
             out = out.mean(axis=2, keepdims=True)
         if channels == 4:
@@ -147,9 +155,22 @@ class Upscaler:
             out = out[:, :, 0]
         return np.ascontiguousarray(out, dtype=np.float32)
 
-    def _upscale_rgb(self, rgb: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    def _told_scale(self, h: int, w: int, out_h: int, out_w: int, scale: Scale | None) -> Scale:
+        """The scale the model is told (``ModelDescriptor.size_rule``)."""
+        d = self.descriptor
+        if scale is not None and d.size_rule == "floor":
+            check_symmetric(scale, d.symmetric_only, d.arch)
+            return scale
+        return scale_for_size(h, w, out_h, out_w, d.size_rule, d.symmetric_only)
+
+    def _query_spans(self, lr_len: int, out_len: int, tile: int, scale: float) -> list[QuerySpan]:
+        d = self.descriptor
+        spans = query_spans(lr_len, out_len, tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
+        return spans if d.size_rule == "round" else _on_floor_grid(spans, lr_len, scale, d.upsampler_lr_reach)
+
+    def _upscale_rgb(self, rgb: np.ndarray, out_h: int, out_w: int, s: Scale) -> np.ndarray:
         h, w = rgb.shape[:2]
-        scale = np.array([effective_scale(h, w, out_h, out_w)], dtype=np.float32)
+        scale = np.array([[s.h, s.w]], dtype=np.float32)
         lr = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         plan = self.last_plan = self._fit_limits(self.plan(h, w, out_h, out_w), (h, w), (out_h, out_w))
         d = self.descriptor
@@ -163,8 +184,8 @@ class Upscaler:
         if not self.stream_features:
             features.compute_all()
         out = np.empty((out_h, out_w, 3), dtype=np.float32)  # written in place, HWC: no transposed copy later
-        row_spans = query_spans(h, out_h, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
-        col_spans = query_spans(w, out_w, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
+        row_spans = self._query_spans(h, out_h, plan.tile, s.h)
+        col_spans = self._query_spans(w, out_w, plan.tile, s.w)
         for r in row_spans:
             features.release_above(r.lr_lo)  # row bands are visited top to bottom
             for c in col_spans:
@@ -176,6 +197,18 @@ class Upscaler:
             raise UserError(f"the {self.pipeline.backend} backend produced NaN or infinite values; "
                             "check the model with asisr-parity")
         return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _on_floor_grid(spans: list[QuerySpan], lr_len: int, scale: float, lr_reach: int) -> list[QuerySpan]:
+    """The same output tiles with their queries on the floor grid of ``scale``, and the LR windows those read."""
+    moved = []
+    for span in spans:
+        start = span.out.start - span.keep.start
+        coords = floor_grid_coords(lr_len, scale, start, start + len(span.coords))
+        lo = max(0, math.floor(coords[0]) - lr_reach)
+        hi = min(lr_len, math.floor(coords[-1]) + lr_reach + 1)
+        moved.append(replace(span, coords=coords - lo, lr_lo=lo, lr_hi=hi))
+    return moved
 
 
 def _place(image: np.ndarray, box: tuple[int, int], offset: tuple[int, int]) -> np.ndarray:
