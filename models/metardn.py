@@ -94,7 +94,7 @@ class MetaUpscale(nn.Module):
         self.fast = fast
 
     @staticmethod
-    def _cells(feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+    def corner_cells(feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
         """LR cells and in-cell offsets of the output pixels' top-left corners, and the code's ``1 / s``."""
         h, w = feat.shape[2], feat.shape[3]
         inv_h, inv_w = 1.0 / scale[:, 0:1], 1.0 / scale[:, 1:2]
@@ -112,11 +112,12 @@ class MetaUpscale(nn.Module):
             return self._forward_fast(feat, scale, rows, cols)
         return self.reference(feat, scale, rows, cols)
 
-    def reference(self, feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def reference(self, feat: torch.Tensor, scale: torch.Tensor, rows: torch.Tensor,
+                  cols: torch.Tensor) -> torch.Tensor:
         """The official computation: a (9 * G0, 3) filter predicted for every output pixel."""
         b, c, h, w = feat.shape
         hh, ww = rows.shape[1], cols.shape[1]
-        iy, ix, fy, fx, inv_s = self._cells(feat, scale, rows, cols)
+        iy, ix, fy, fx, inv_s = self.corner_cells(feat, scale, rows, cols)
         code = torch.stack(torch.broadcast_tensors(inv_s[:, None, None], fy[:, :, None], fx[:, None, :]), dim=-1)
         weights = self.P2W(code.reshape(-1, 3)).view(-1, c * 9, 3)
         unfolded = F.unfold(feat, 3, padding=1).view(b, c * 9, h, w).permute(0, 2, 3, 1)  # channel c * 9 + tap
@@ -124,7 +125,8 @@ class MetaUpscale(nn.Module):
         return self._to_rgb(torch.bmm(neighbourhood[:, None, :], weights)[:, 0], b, hh, ww)
 
     def _projection(self, c: int) -> torch.Tensor:
-        """The last P2W layer as 3x3 conv weights: channel ``rgb * 256 + j`` is ``feature . W2[:, j]``, then 3 bias channels."""
+        """The last P2W layer as 3x3 conv weights: channel ``rgb * 256 + j`` is the feature's dot
+        product with that hidden unit's filter column, then 3 channels of the bias filter."""
         k, last = PREDICTOR_HIDDEN, self.P2W.meta_block[2]
         w_feat = last.weight.view(c * 9, 3, k).permute(1, 2, 0).reshape(3 * k, c, 3, 3)  # row (c * 9 + tap) * 3 + rgb
         w_bias = last.bias.view(c * 9, 3).t().reshape(3, c, 3, 3)
@@ -136,7 +138,7 @@ class MetaUpscale(nn.Module):
         hh, ww = rows.shape[1], cols.shape[1]
         k, first = PREDICTOR_HIDDEN, self.P2W.meta_block[0]
         projected = F.conv2d(feat, self._projection(c), padding=1).permute(0, 2, 3, 1)  # (B, h, w, 3k + 3)
-        iy, ix, fy, fx, inv_s = self._cells(feat, scale, rows, cols)
+        iy, ix, fy, fx, inv_s = self.corner_cells(feat, scale, rows, cols)
         # first layer, separably: code (1/s, offset_h, offset_w) -> row term (B, H, k) + column term (B, W, k)
         row_term = fy[..., None] * first.weight[:, 1] + (inv_s[:, None] * first.weight[:, 0] + first.bias)[:, None, :]
         col_term = fx[..., None] * first.weight[:, 2]

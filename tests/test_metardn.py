@@ -98,7 +98,7 @@ def test_floor_grid_gives_the_official_cells_under_any_tile_shift(official, case
     for lo in (0, 1, 7, 10):
         shifted = torch.from_numpy((floor_grid_coords(h, s, 0, int(s * h)) - lo).astype(np.float32))[None]
         feat = torch.zeros(1, 1, h - lo, w)
-        iy, ix, fy, fx, _ = MetaUpscale._cells(feat, scale, shifted, cols)
+        iy, ix, fy, fx, _ = MetaUpscale.corner_cells(feat, scale, shifted, cols)
         keep = cell_y >= lo
         assert torch.equal(iy[0][keep], cell_y[keep] - lo)
         assert (fy[0][keep] - off_y[keep]).abs().max() <= 1e-5
