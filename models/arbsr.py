@@ -18,14 +18,16 @@ Export form of the scale-dependent convolutions. The official code fuses the exp
 into one kernel per call (``sum_e r_e W_e``) and then convolves. A convolution is linear in its
 kernel, so ``conv(x, sum_e r_e W_e) = sum_e r_e conv(x, W_e)``: here the four experts are one
 static-weight conv to ``4C`` channels and the routing mixes the outputs. This is exact (up to
-float summation order), keeps per-sample scales in one batch (a fused kernel is per sample),
-and keeps every conv weight a constant of the graph, which ONNX Runtime and TensorRT pre-pack;
-an earlier measurement of the in-graph fused form was slower (full-size backbone, 64x64 LR,
-ONNX Runtime on 1 thread: 1594 ms static vs 2228 ms fused), although the static form does 4x
-the multiply-adds of the ten ``SA_conv`` layers (about 7 % of the backbone). The upsampler's
-experts are mixed the same way: compress with all four experts, mix by the routing, then
-expand the routing-weighted codes with all four (C^2 multiply-adds per pixel, vs 1.25 C^2 for
-the official per-pixel matrices).
+float summation order) and keeps per-sample scales in one batch of any size: a fused kernel is
+per sample, and an in-graph fusion for a dynamic batch would need a grouped conv with one group
+per sample, which ONNX cannot express (a Conv's group count is a constant), or a loop. Every
+conv weight stays a constant of the graph, which ONNX Runtime and TensorRT pre-pack. The price
+is 4x the multiply-adds of the ten ``SA_conv`` layers, 7 % of the backbone: measured here
+(full-size backbone, 64x64 LR, ONNX Runtime, 1 thread) 790-820 ms against 700-730 ms for a
+fused graph that only takes batch 1 (an earlier measurement of an in-graph fused form had it
+the other way round, 1594 ms static vs 2228 ms fused). The upsampler's experts are mixed the
+same way: compress with all four experts, mix by the routing, then expand the routing-weighted
+codes with all four (C^2 multiply-adds per pixel, vs 1.25 C^2 for the official per-pixel matrices).
 
 Conventions (``docs/arbsr.md``; fixture notes in ``shared/README.md``):
 
@@ -179,11 +181,13 @@ class ScaleAwareConv(nn.Module):
             nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor, inv_scale: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        routing = self.routing(inv_scale)  # (B, E)
+        c = self.channels
+        routing = self.routing(inv_scale)[:, :, None, None, None]  # (B, E, 1, 1, 1)
         experts = F.conv2d(x, self.weight_pool.reshape(self.num_experts * c, c, 3, 3), padding=1)
-        mixed = torch.matmul(routing[:, None, :], experts.reshape(b, self.num_experts, c * h * w))
-        return mixed.reshape(b, c, h, w)
+        mixed = experts[:, :c] * routing[:, 0]
+        for i in range(1, self.num_experts):
+            mixed = mixed + experts[:, i * c:(i + 1) * c] * routing[:, i]
+        return mixed
 
 
 class ScaleAwareAdapt(nn.Module):
