@@ -250,7 +250,7 @@ def test_unknown_architecture_error_says_what_the_keys_look_like(tmp_path):
     with pytest.raises(UserError) as e:
         load(path)
     msg = one_line_error(e)
-    assert msg.startswith("unknown architecture: not a checkpoint of a known architecture (eqsr_hat, eqsr_light, liif, lte, metasr): ")
+    assert msg.startswith("unknown architecture: not a checkpoint of a known architecture (arbrcan, eqsr_hat, eqsr_light, liif, lte, metardn, metasr): ")
     assert f"{path} ('params' wrapper)" in msg
     assert "keys look like conv_first.weight, body.N.weight (6 tensors)" in msg
     assert msg.endswith("top-level modules: conv_first (2), body (4)")
@@ -258,7 +258,7 @@ def test_unknown_architecture_error_says_what_the_keys_look_like(tmp_path):
 
 def test_asisr_checkpoint_of_a_model_this_install_lacks(tmp_path):
     torch.save({"asisr": {"name": "future_net", "config": {}}, "state_dict": {"w": torch.zeros(1)}}, tmp_path / "f.pt")
-    with pytest.raises(UserError, match="asisr checkpoint of model 'future_net'.*known: eqsr_hat"):
+    with pytest.raises(UserError, match="asisr checkpoint of model 'future_net'.*known: arbrcan, eqsr_hat"):
         load(tmp_path / "f.pt")
 
 
@@ -279,8 +279,8 @@ def test_mismatched_checkpoint_names_missing_and_unexpected(tmp_path):
 # Full-size official layouts (shapes only, on the meta device): recognised, or unknown.
 MANIFESTS = SHARED / "fixtures" / "official_key_manifests.json"
 EXPECTED = {f"{arch}_{enc}": arch for arch in ("liif", "lte", "metasr") for enc in ("edsr-baseline", "rdn", "swinir")}
-EXPECTED["metardn_official"] = "unknown architecture"  # issue 14: MetaRDN
-EXPECTED["arbrcan_official"] = "unknown architecture"  # issue 14: ArbRCAN
+EXPECTED["metardn_official"] = "metardn"  # issue 14: MetaRDN
+EXPECTED["arbrcan_official"] = "arbrcan"  # issue 14: ArbRCAN
 MEAN_SHIFT = ("encoder.sub_mean.", "encoder.add_mean.")  # in EDSR's state dict, never applied (shared/README.md)
 
 
