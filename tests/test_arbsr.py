@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from asisr.errors import UserError
-from asisr.models import create, detect, load
+from asisr.models import create, detect, load, save
 from asisr.models.arbsr import cell_phase, double_bilinear, half_pool, lr_reach
 from asisr.models.checkpoint import read_checkpoint
 from asisr.models.registry import Detection, apply_options, parse_options
+from asisr.runtime import contract
 from asisr.runtime.query import make_query
 from tests.conftest import SHARED, need
 from tests.test_liif_family import TENSORRT_OPS
@@ -136,10 +137,13 @@ def test_exported_graphs_are_tensorrt_buildable(mode, exported):
         graph = onnx.load(str(exported[mode] / f"{stage}.onnx")).graph
         ops = collections.Counter(n.op_type for n in graph.node)
         assert set(ops) <= ALLOWED_OPS, (stage, sorted(set(ops) - ALLOWED_OPS))
-        inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
-        assert "scale" in inputs
-        assert all(isinstance(d, str) for name, dims in inputs.items() for d in dims[2:] if name != "scale")
-    assert ops["Gather"] >= 4  # the sampler's four taps are plain row gathers
+        spec = next(st for st in contract.STAGES if st.name == stage)
+        dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
+        assert contract.SCALE in dims
+        for tensor in spec.inputs:
+            assert all(dims[tensor.name][axis] == name for axis, name in tensor.dynamic_axes().items()), tensor.name
+        if stage == "upsampler":
+            assert ops["Gather"] >= 4  # the sampler's four taps are plain row gathers
 
 
 # ------------------------------------------------------------------------------------- odd sizes
@@ -164,7 +168,8 @@ def test_odd_size_gives_the_requested_size_in_torch_and_onnx(models, exported):
     scale, rows, cols = (torch.from_numpy(a) for a in make_query(17, 23, *out_hw))
     with torch.no_grad():
         ours = models["on"](lr, scale, rows, cols)
-        gate = models["on"].backbone.sa_adapt[0].gate(models["on"].backbone.head(lr * 255))
+        backbone = models["on"].backbone
+        gate = backbone.sa_adapt[0].gate(backbone.head(backbone.sub_mean(lr * 255)))
     assert ours.shape[2:] == out_hw and gate.shape[2:] == (17, 23)
     assert models["on"].upscale(lr, out_hw).shape[2:] == out_hw
     assert np.abs(_onnx_run(exported["on"], lr, scale, rows, cols) - ours.numpy()).max() <= 1e-5
@@ -249,13 +254,18 @@ def test_upsampler_tiles_exactly_given_the_features(models):
 
 # ------------------------------------------------------------------------------- checkpoint intake
 
-def test_detects_the_fixture_checkpoint(fixture):
+def test_detects_the_fixture_checkpoint_and_saves_in_asisr_format(fixture, models, tmp_path):
     found = detect(read_checkpoint(fixture[0]))
     assert found.name == "arbrcan"
     assert found.kwargs == {"n_resgroups": 2, "n_resblocks": 2, "n_feats": 32, "reduction": 16}
-    model = load(fixture[0])
+    model = models["off"]
     assert sum(p.numel() for p in model.parameters()) == 203_703
     assert len(model.state_dict()) == 122
+    again = load(save(model, tmp_path / "arbrcan.pt"))  # the option travels in the config
+    assert again.config == model.config and again.descriptor == model.descriptor
+    lr, scale, rows, cols = _query(fixture[1]["x4"])
+    with torch.no_grad():
+        assert torch.equal(again(lr, scale, rows, cols), model(lr, scale, rows, cols))
 
 
 def _full_size_layout() -> tuple[dict, dict]:
