@@ -112,8 +112,9 @@ def test_int8_onnxruntime_target_is_qdq_uint8_activations_per_channel_weights(in
         w = dq[conv.input[1]]
         weight, scale, zero = inits[w.input[0]], inits[w.input[1]], inits[w.input[2]]
         assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],) and not zero.any()
-        # 7-bit range: u8 * s8 pair sums fit int16 (AVX2 CPUs without VNNI would saturate otherwise)
-        assert np.abs(weight.astype(np.int32)).max() == 64 and 255 * 64 * 2 <= 32767
+        # 7-bit range: u8 * s8 pair sums fit int16 (255 * 64 * 2 <= 32767), where AVX2 CPUs without
+        # VNNI would saturate with full-range weights
+        assert np.abs(weight.astype(np.int32)).max() == 64
 
 
 def _max_conv_weight(path: Path) -> int:
