@@ -250,7 +250,7 @@ def test_unknown_architecture_error_says_what_the_keys_look_like(tmp_path):
     with pytest.raises(UserError) as e:
         load(path)
     msg = one_line_error(e)
-    assert msg.startswith("unknown architecture: not a checkpoint of a known architecture (arbrcan, eqsr_hat, eqsr_light, liif, lte, metardn, metasr): ")
+    assert msg.startswith("unknown architecture: not a checkpoint of a known architecture (arbrcan, eqsr_hat, eqsr_light, liif, lmf, lte, metardn, metasr): ")
     assert f"{path} ('params' wrapper)" in msg
     assert "keys look like conv_first.weight, body.N.weight (6 tensors)" in msg
     assert msg.endswith("top-level modules: conv_first (2), body (4)")

@@ -57,6 +57,12 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # distillation (training/distill.py): the teacher's L1 has weight ``teacher_weight``, ground truth the rest
+    teacher: str | None = None
+    teacher_weight: float = 1.0
+    freeze: str | None = None  # a submodule whose weights stay as initialised, e.g. "backbone.encoder"
+    pool: int = 0  # > 0: train on this many samples cached once with their teacher targets and frozen outputs
+    cache: str | None = None  # where the pool is kept; default OUT/cache
 
     @staticmethod
     def from_dict(d: dict) -> "TrainConfig":
@@ -67,7 +73,7 @@ class TrainConfig:
 
 
 # How a run is executed, not what it computes: a resumed run may change them.
-RUNTIME_FIELDS = ("threads", "workers", "device")
+RUNTIME_FIELDS = ("threads", "workers", "device", "cache")
 # What a later invocation may raise: the run continues on an extension of its schedule.
 EXTENSIBLE_FIELDS = ("iters",)
 EXTEND_MODES = ("cosine", "constant")
@@ -116,7 +122,10 @@ class EMA:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.mul_(d).add_(p.detach(), alpha=1 - d)
+            if p.requires_grad:
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            else:  # frozen: kept bit-exact (an average of equal values rounds)
+                e.copy_(p)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
@@ -230,6 +239,23 @@ def validate(model: torch.nn.Module, crops: list[np.ndarray], scales, device: st
     return float(np.mean(values))
 
 
+def _hardware(cfg: TrainConfig) -> str:
+    """E.g. ``cpu (AMD EPYC 7B13, 2 threads)`` or ``cuda (NVIDIA H200)``: what the card's wall time was measured on."""
+    if cfg.device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name()})"
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({name}, {cfg.threads or torch.get_num_threads()} threads)"
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -260,6 +286,10 @@ class Trainer:
                 raise UserError(f"--init-weights {cfg.init_weights} is a {source.name} {source.config}, "
                                 f"not this run's {model.name} {model.config}")
             load_state_dict_strict(model, source.state_dict(), model.name)
+        if cfg.freeze:
+            from asisr.training.distill import freeze
+
+            freeze(model, cfg.freeze)
         model = model.to(cfg.device).train()
         # Pretrained weights move slowly while the freshly initialised parts catch up.
         named = list(model.named_parameters())
@@ -333,9 +363,20 @@ class Trainer:
 
         segment_ends = {seg["end"] for seg in segments}
         dataset = MixedScaleDataset(images, cfg.sampling, cfg.seed)
+        teacher = None
+        if cfg.teacher:
+            from asisr.training.distill import load_teacher
+
+            teacher = load_teacher(cfg.teacher, cfg.device)
+        sampler = SequentialFrom(start * cfg.batch, (end - start) * cfg.batch)
+        if cfg.pool:
+            dataset = self._pool(dataset, model, teacher, files, progress)
+            from asisr.training.distill import PoolOrder
+
+            sampler = PoolOrder(start * cfg.batch, (end - start) * cfg.batch, len(dataset), cfg.seed)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.batch, sampler=SequentialFrom(start * cfg.batch, (end - start) * cfg.batch),
-            num_workers=cfg.workers, persistent_workers=False, drop_last=True)
+            dataset, batch_size=cfg.batch, sampler=sampler,
+            num_workers=cfg.workers if not cfg.pool else 0, persistent_workers=False, drop_last=True)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -345,8 +386,16 @@ class Trainer:
         for batch in loader:
             batch = {k: v.to(cfg.device) for k, v in batch.items()}
             lr_used = float(opt.param_groups[0]["lr"])
-            pred = model(*(batch[name] for name in contract.MODEL_INPUTS))
-            loss = torch.nn.functional.l1_loss(pred, batch[HR])
+            pred = self._predict(model, batch)
+            terms = {}
+            if teacher is not None:
+                from asisr.training.distill import TEACHER, distillation_loss, teacher_targets
+
+                target = batch[TEACHER] if TEACHER in batch else teacher_targets(teacher, batch)
+                loss, to_teacher, to_truth = distillation_loss(pred, batch[HR], target, cfg.teacher_weight)
+                terms = {"loss_teacher": float(to_teacher.detach()), "loss_truth": float(to_truth.detach())}
+            else:
+                loss = torch.nn.functional.l1_loss(pred, batch[HR])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -356,7 +405,9 @@ class Trainer:
             loss_value = float(loss.detach())
             history["loss"].append([it, loss_value])
             history["lr"].append([it, lr_used])
-            self._log({"iteration": it, "loss": loss_value, "lr": lr_used})
+            for name, value in terms.items():
+                history.setdefault(name, []).append([it, value])
+            self._log({"iteration": it, "loss": loss_value, "lr": lr_used, **terms})
             # validate at every segment end too, so the history does not depend on when a run was extended
             if it % cfg.val_every == 0 or it in segment_ends:
                 psnr = validate(ema.model, val_crops, cfg.val_scales, cfg.device)
@@ -364,7 +415,8 @@ class Trainer:
                 self._log({"iteration": it, "val_psnr": psnr})
                 if psnr > history["best_val"]:
                     history["best_val"] = psnr
-                    save(ema.model, self.out / "best.pt", card=self._card(segments, it))
+                    save(ema.model, self.out / "best.pt",
+                         card=self._card(segments, it, history["seconds"] + time.time() - t0))
             if bar is not None:
                 last_val = history["val"][-1][1] if history["val"] else float("nan")
                 bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{last_val:.2f}dB")
@@ -378,6 +430,30 @@ class Trainer:
         if bar is not None:
             bar.close()
         return history
+
+    def _predict(self, model, batch: dict) -> torch.Tensor:
+        inputs = [batch[name] for name in contract.MODEL_INPUTS]
+        from asisr.training.distill import FROZEN, replay
+
+        if FROZEN in batch:  # the cached output of the frozen submodule stands in for running it
+            assert self.cfg.freeze is not None
+            with replay(model, self.cfg.freeze, batch[FROZEN]):
+                return model(*inputs)
+        return model(*inputs)
+
+    def _pool(self, dataset, model, teacher, files: list[Path], progress: bool):
+        """The cached pool of this run's samples (built once, shared by every run with the same inputs)."""
+        from asisr.training.distill import build_pool, pool_key, submodule
+
+        cfg = self.cfg
+        frozen = submodule(model, cfg.freeze) if cfg.freeze else None
+        identity = {"files": [[f.name, f.stat().st_size] for f in files], "sampling": asdict(cfg.sampling),
+                    "seed": cfg.seed, "n": cfg.pool, "freeze": cfg.freeze, "model": cfg.model,
+                    "model_kwargs": cfg.model_kwargs}
+        folder = Path(cfg.cache) if cfg.cache else self.out / "cache"
+        key = pool_key(identity, teacher, frozen)
+        return build_pool(dataset, cfg.pool, model, teacher, cfg.freeze, cfg.batch, cfg.device,
+                          folder / f"pool-{key}.pt", progress)
 
     def _plan(self, segments: list[dict], done: int, extend: str | None, notify) -> list[dict]:
         """The schedule for this invocation: the saved one, extended to ``cfg.iters`` if that is beyond it."""
@@ -402,15 +478,24 @@ class Trainer:
                    f"{describe_schedule(segments)}")
         return segments
 
-    def _card(self, segments: list[dict], it: int) -> dict:
-        done = schedule_until(self.cfg, segments, it)
-        return {"training": {"iterations": it, "schedule": done, "schedule_summary": describe_schedule(done)}}
+    def _card(self, segments: list[dict], it: int, seconds: float | None = None) -> dict:
+        cfg = self.cfg
+        done = schedule_until(cfg, segments, it)
+        card = {"iterations": it, "schedule": done, "schedule_summary": describe_schedule(done),
+                "data": cfg.data, "batch": cfg.batch, "sampling": asdict(cfg.sampling),
+                "init_backbone": cfg.init_backbone, "hardware": _hardware(cfg)}
+        if seconds is not None:
+            card["wall_seconds"] = round(seconds, 1)
+        if cfg.teacher:
+            card["distillation"] = {"teacher": cfg.teacher, "teacher_weight": cfg.teacher_weight,
+                                    "freeze": cfg.freeze, "pool": cfg.pool}
+        return {"training": card}
 
     def _checkpoint(self, path, model, ema, opt, sched, history, it) -> None:
         _atomic_torch_save({"model": model.state_dict(), "ema": ema.model.state_dict(), "ema_updates": ema.updates,
                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                             "iteration": it}, path)
-        save(ema.model, self.out / "last.pt", card=self._card(history["schedule"], it))
+        save(ema.model, self.out / "last.pt", card=self._card(history["schedule"], it, history["seconds"]))
 
     def _log(self, record: dict) -> None:
         with open(self.out / "log.jsonl", "a") as f:
@@ -419,7 +504,9 @@ class Trainer:
     def _rewrite_log(self, history: dict) -> None:
         """Make log.jsonl agree with the checkpoint (drop lines written after it)."""
         lrs = dict(history.get("lr", []))
-        lines = [json.dumps({"iteration": i, "loss": v, **({"lr": lrs[i]} if i in lrs else {})})
+        terms = {name: dict(history.get(name, [])) for name in ("loss_teacher", "loss_truth")}
+        lines = [json.dumps({"iteration": i, "loss": v, **({"lr": lrs[i]} if i in lrs else {}),
+                             **{name: t[i] for name, t in terms.items() if i in t}})
                  for i, v in history["loss"]]
         lines += [json.dumps({"iteration": i, "val_psnr": v}) for i, v in history["val"]]
         (self.out / "log.jsonl").write_text("".join(line + "\n" for line in lines))

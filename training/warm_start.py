@@ -28,7 +28,7 @@ def init_backbone_from(model, checkpoint: str | Path) -> list[str]:
     enc = _edsr_encoder_state(load(checkpoint))
     n_src = len({k.split(".")[1] for k in enc if k.startswith("body.") and ".body." in k})
     target: dict[str, torch.Tensor] = {}
-    if model.name in ("liif", "lte", "metasr"):  # the LIIF family: the same EDSR-baseline under backbone.encoder
+    if model.name in ("liif", "lte", "metasr", "lmf"):  # the LIIF family: the same EDSR-baseline under backbone.encoder
         target = {f"backbone.encoder.{k}": v for k, v in enc.items()}
     elif model.name == "eqsr_light":
         bb = model.backbone

@@ -25,7 +25,9 @@ HELP = (
     "  asisr-train --model liif --data photos/ --out runs/liif --query random \\\n"
     "      --init-backbone liif.pth\n"
     "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light \\\n"
-    "      --iters 400000 --extend cosine\n\n"
+    "      --iters 400000 --extend cosine\n"
+    "  asisr-train --model lmf --data photos/ --out runs/lmf --query random \\\n"
+    "      --init-backbone liif.pth --freeze backbone.encoder --teacher liif.pth --pool 4096\n\n"
     "The EMA weights with the best validation PSNR are OUT/best.pt (use with --model anywhere)."
 )
 app = make_app(HELP)
@@ -77,6 +79,16 @@ def train(
     workers: int = typer.Option(1, "--workers", help="DataLoader worker processes."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher",
+                                           help="Distil from this checkpoint (any model asisr loads, e.g. official LIIF)."),
+    teacher_weight: float = typer.Option(1.0, "--teacher-weight",
+                                         help="Weight of the L1 to the teacher's output; the ground truth gets the rest."),
+    freeze: Optional[str] = typer.Option(None, "--freeze",
+                                         help="Keep this submodule's weights as initialised, e.g. backbone.encoder."),
+    pool: int = typer.Option(0, "--pool", help="Train on this many samples drawn once and cached with their teacher "
+                                               "targets and --freeze outputs (fast upsampler-only phases); 0: fresh "
+                                               "samples every iteration."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Folder for the --pool cache (default OUT/cache)."),
 ) -> None:
     from asisr.training.data import SamplingConfig
     from asisr.training.trainer import EXTEND_MODES, TrainConfig, Trainer, describe_schedule
@@ -87,6 +99,16 @@ def train(
             raise UserError(f"{name} must be positive")
     if extend is not None and extend not in EXTEND_MODES:
         raise UserError(f"--extend must be {' or '.join(EXTEND_MODES)}, not {extend!r}")
+    if not (0.0 <= teacher_weight <= 1.0):
+        raise UserError("--teacher-weight must be in [0, 1]")
+    if teacher_weight != 1.0 and teacher is None:
+        raise UserError("--teacher-weight needs --teacher")
+    if teacher is not None and not teacher.is_file():  # before the data and the model are loaded
+        raise UserError(f"--teacher {teacher}: no such checkpoint file")
+    if pool < 0:
+        raise UserError("--pool must be 0 or a positive number of samples")
+    if cache is not None and not pool:
+        raise UserError("--cache needs --pool")
     if not (0.0 <= ema_decay < 1.0):
         raise UserError("--ema-decay must be in [0, 1)")
     if not (1.0 <= scale_min <= scale_max):
@@ -101,6 +123,8 @@ def train(
         pretrained_lr_mult=pretrained_lr_mult, init_weights=str(init_weights) if init_weights else None,
         data=str(data), val=str(val) if val else None, iters=iters, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, val_every=val_every,
         ckpt_every=ckpt_every, seed=seed, workers=workers, threads=threads, device=device,
+        teacher=str(teacher) if teacher else None, teacher_weight=teacher_weight, freeze=freeze, pool=pool,
+        cache=str(cache) if cache else None,
         sampling=SamplingConfig(patch=patch, scale_min=scale_min, scale_max=scale_max, asymmetric=asymmetric,
                                 query=query))
     trainer = Trainer(cfg, out)
