@@ -69,6 +69,26 @@ def bundled_default(backend: str = "torch") -> Path:
     return weights.default_checkpoint() if backend == "torch" else weights.default_onnx_dir()
 
 
+def bundled_by_name(name: str, backend: str) -> Path:
+    """``--model NAME`` for a model that ships with asisr: its exported graphs where they ship (no torch
+    needed), else its checkpoint. A path that exists always wins over a name."""
+    if backend != "torch" and name in weights.BUNDLED_ONNX:
+        return weights.bundled_onnx_dir(name)
+    return weights.bundled_path(name)
+
+
+def resolve_model(model: str | Path | None, backend: str) -> Path:
+    """The file or folder ``model`` stands for: a path, a bundled model's name, or None for the default."""
+    if model is None:
+        return bundled_default(backend)
+    path = Path(model)
+    if not path.exists() and str(model) in weights.BUNDLED:
+        return bundled_by_name(str(model), backend)
+    if not path.exists():
+        raise UserError(f"model not found: {path} (nor a bundled model: {', '.join(sorted(weights.BUNDLED))})")
+    return path
+
+
 def _graph_code_digest() -> str:
     """sha256 of the sources an exported graph is traced from: the model package and the exporter.
 
@@ -142,9 +162,7 @@ def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEN
     """A pipeline for ``model`` (checkpoint, exported directory, or None for the bundled default) on ``backend``."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    path = bundled_default(backend) if model is None else Path(model)
-    if not path.exists():
-        raise UserError(f"model not found: {path}")
+    path = resolve_model(model, backend)
     if not is_exported_dir(path):
         check_checkpoint_file(path)
     if backend == "tensorrt":

@@ -82,7 +82,8 @@ def run(
                                  "(the box filled, centred, the overflow cropped)."),
     sample: bool = typer.Option(False, "--sample", help="Upscale the sample photo shipped with asisr (INPUT omitted)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m",
-                                         help="Checkpoint (.pth/.pt) or exported ONNX directory; default: bundled model."),
+                                         help="Checkpoint (.pth/.pt), exported ONNX directory, or the name of a bundled "
+                                              "model (liif, eqsr_light, ...); default: the bundled default model."),
     backend: str = typer.Option("onnxruntime", "--backend", "-b",
                                 help="onnxruntime (default; no PyTorch needed for exported models), torch or tensorrt."),
     provider: Optional[list[str]] = typer.Option(None, "--provider",
