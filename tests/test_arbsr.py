@@ -9,7 +9,6 @@ export, at sizes other than the export's; odd sizes, tiling and checkpoint intak
 
 from __future__ import annotations
 
-import collections
 import copy
 import json
 from dataclasses import replace
@@ -28,7 +27,7 @@ from asisr.models.registry import Detection, apply_options, parse_options
 from asisr.runtime import contract
 from asisr.runtime.query import make_query
 from tests.conftest import SHARED, need
-from tests.test_liif_family import TENSORRT_OPS
+from tests.onnx_ops import CNN_OPS, TENSORRT_OPS, assert_tensorrt_ops
 
 FIXTURE = SHARED / "fixtures" / "arbsr_official_small"
 MANIFESTS = SHARED / "fixtures" / "official_key_manifests.json"
@@ -38,8 +37,7 @@ CASES = ("sym_2.5", "asym_1.5x3.5", "x4")
 TOL_255 = 5e-4
 TARGET = {"on": "out_ac_true", "off": "out"}  # grid_align_corners -> the fixture field it must reproduce
 OPTIONS = {"on": None, "off": {"grid_align_corners": False}}
-# The TensorRT-safe set of the LIIF family plus what RCAN / ArbSR need, all in TensorRT's ONNX parser support.
-ALLOWED_OPS = TENSORRT_OPS | {"BatchNormalization", "ReduceMean", "Sigmoid", "Softmax"}
+ALLOWED_OPS = TENSORRT_OPS | CNN_OPS  # the LIIF family's TensorRT-safe set plus RCAN's attention and ArbSR's mask
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +132,8 @@ def test_onnxruntime_reproduces_official(mode, fixture, exported):
 def test_exported_graphs_are_tensorrt_buildable(mode, exported):
     """Only TensorRT-parser operators (no GridSample, no GatherND), every image axis dynamic, scale an input."""
     for stage in ("backbone", "upsampler"):
+        ops = assert_tensorrt_ops(exported[mode] / f"{stage}.onnx", ALLOWED_OPS)
         graph = onnx.load(str(exported[mode] / f"{stage}.onnx")).graph
-        ops = collections.Counter(n.op_type for n in graph.node)
-        assert set(ops) <= ALLOWED_OPS, (stage, sorted(set(ops) - ALLOWED_OPS))
         spec = next(st for st in contract.STAGES if st.name == stage)
         dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
         assert contract.SCALE in dims

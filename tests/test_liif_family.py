@@ -20,6 +20,7 @@ from asisr.models import load
 from asisr.runtime.query import make_query
 from tests.cli_helpers import invoke
 from tests.conftest import SHARED, need
+from tests.onnx_ops import TENSORRT_OPS
 
 FIXTURES = {"lte": SHARED / "fixtures" / "lte_official_small", "metasr": SHARED / "fixtures" / "metasr_liif_small"}
 CASES = ("sym_2.5", "asym_2x3.5", "x6_cellclip", "batch_mixed")
@@ -97,17 +98,6 @@ def test_onnxruntime_reproduces_official(arch, case, exported):
         s = scale.numpy()
         out = pipe.upsample(pipe.features(c["lr"].numpy(), s), s, rows.numpy(), cols.numpy())
     assert (points(np.clip(out, 0, 1)) - c["out"]).abs().max() <= TOL
-
-
-# Operators the exported LTE / Meta-SR graphs may use: all in TensorRT's ONNX parser support matrix
-# (onnx-tensorrt docs/operators.md, TensorRT 10) for float32 and int64 index math, with no
-# GridSample (TensorRT's needs 4-D inputs and rounds nearest differently from PyTorch), no
-# GatherND / ScatterND (advanced indexing), no data-dependent shapes (NonZero, Loop, If).
-TENSORRT_OPS = {
-    "Abs", "Add", "Cast", "CastLike", "Clip", "Concat", "Constant", "Conv", "Cos", "Div", "Expand", "Floor", "Gather",
-    "Gemm", "Identity", "MatMul", "Max", "Min", "Mul", "Range", "Reciprocal", "Relu", "Reshape", "Shape", "Sin",
-    "Slice", "Squeeze", "Sub", "Transpose", "Unsqueeze",
-}
 
 
 @pytest.mark.parametrize("arch", list(FIXTURES))
