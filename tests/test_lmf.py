@@ -14,7 +14,7 @@ import torch
 
 from asisr.models import create, save
 from tests.cli_helpers import invoke
-from tests.test_liif_family import TENSORRT_OPS
+from tests.onnx_ops import TENSORRT_OPS
 
 TINY = {"n_resblocks": 2, "n_feats": 16, "latent_dim": 32, "width": 8, "depth": 3}
 
