@@ -58,3 +58,25 @@ def test_default_model_beats_bicubic_on_set5():
         gain = entry["psnr"] - bicubic["scales"][key]["psnr"]
         bar = 2.0 if entry["scale_h"] in SCALES_2DB else 0.0
         assert gain >= bar, f"x{key}: {entry['psnr']:.3f} dB is {gain:+.3f} dB over bicubic (needs >= {bar})"
+
+
+def test_bundled_models_run_by_name(capsys, tmp_path):
+    """``--model NAME`` is the bundled model of that name (its shipped graphs): the same image as its folder."""
+    import numpy as np
+
+    from asisr.cli.run import main as run_main
+    from asisr.imageio import read_image, write_image
+    from asisr.weights import bundled_onnx_dir
+    from tests.cli_helpers import assert_user_error
+
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "in.png", (rng.random((20, 17, 3)) * 255).astype(np.uint8))
+    for name, model in (("by_name", "eqsr_light"), ("by_path", str(bundled_onnx_dir("eqsr_light")))):
+        code, out, err = invoke(run_main, [tmp_path / "in.png", "--scale", "2.5", "--model", model,
+                                           "--out", tmp_path / f"{name}.png", "--threads", "1"], capsys)
+        assert code == 0, err
+    assert np.array_equal(read_image(tmp_path / "by_name.png"), read_image(tmp_path / "by_path.png"))
+    code, _, err = invoke(run_main, [tmp_path / "in.png", "--scale", "2", "--model", "nosuch",
+                                     "--out", tmp_path / "x.png"], capsys)
+    assert_user_error(code, err, "model not found: nosuch (nor a bundled model: eqsr_light, liif")
+    assert not (tmp_path / "x.png").exists()
