@@ -24,6 +24,7 @@ from asisr.runtime.query import floor_grid_coords, make_query
 from asisr.scale import Scale, output_size, scale_for_size
 from tests.cli_helpers import assert_user_error, invoke
 from tests.conftest import SHARED, need
+from tests.full_size import assert_backends_agree, official_layout, write_random_official
 from tests.onnx_ops import assert_tensorrt_ops
 
 FIXTURE = SHARED / "fixtures" / "metardn_official_small"
@@ -283,6 +284,22 @@ def test_detects_the_full_size_official_layout():
     assert len(own) == spec["n_state_dict_keys"] == 304
     assert sum(p.numel() for p in built.parameters()) == spec["n_params"]
     assert built.descriptor.backbone_halo == 3 + 16 * 8  # SFENet1, SFENet2, GFF.1 and the D x C dense 3x3 convs
+
+
+def test_full_size_layout_exports_and_matches_pytorch(tmp_path):
+    """A file of the official full-size layout (random values), read by the detector, exported through the
+    intake path (at 19x23, batch 2) and run at 12x10 on the floor grids of x2.7 and x3.3 (~12 s, the export)."""
+    from asisr.sources import export_cached
+
+    checkpoint = write_random_official("metardn_official", tmp_path / "model_1000.pt")
+    assert {k: tuple(v.shape) for k, v in torch.load(checkpoint).items()} == official_layout("metardn_official")
+    assert detect(torch.load(checkpoint)).kwargs == FULL_SIZE
+    h, w = 12, 10
+    queries = [make_query(h, w, int(s * h), int(s * w), grid_scale=(s, s)) for s in (2.7, 3.3)]
+    lr = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+    assert_backends_agree(checkpoint, lr, queries, rgb_tol=1e-5)  # measured 8e-7, outputs' std 0.26
+    for stage in ("backbone", "upsampler"):
+        assert_tensorrt_ops(export_cached(checkpoint) / f"{stage}.onnx")
 
 
 def test_detects_the_small_fixture(official):
