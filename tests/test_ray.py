@@ -1,0 +1,302 @@
+"""asisr on a real local Ray cluster: folder runs on Ray Data, the HTTP service on Ray Serve.
+
+One Ray start-up (2 CPUs) is shared by the whole file. The batch run is compared byte for byte
+with the local run; a worker is killed with SIGKILL while a run goes on; the service is the
+``asisr-serve`` command itself, joined to the test cluster, loaded from localhost, sent every
+kind of bad request, then stopped with SIGINT. Without Ray the commands' one-line error is
+checked in a subprocess where ``import ray`` fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="needs Ray, an optional extra (pip install 'asisr[ray]')")
+
+from asisr.cli.run import main as run_main  # noqa: E402
+from asisr.distributed.batch import upscale_folder_on_ray  # noqa: E402
+from asisr.errors import UserError  # noqa: E402
+from asisr.imageio import read_image, write_image  # noqa: E402
+from asisr.sources import open_upscaler  # noqa: E402
+from tests.cli_helpers import invoke  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = [(30, 40, 3)] * 5 + [(31, 43, 3)]  # 40x30 images, one odd-sized
+MAX_PIXELS, MAX_BODY = 50_000, 64 << 10
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Six small images and one corrupt file (a PNG cut short)."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(16)
+    for i, shape in enumerate(SHAPES):
+        write_image(folder / f"img{i}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    (folder / "broken.png").write_bytes((folder / "img0.png").read_bytes()[:60])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def upscaler():
+    """The local run's upscaler (bundled default model, one thread), for reference outputs."""
+    with open_upscaler(None, threads=1) as up:
+        yield up
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and "Traceback" not in err, err
+    return lines[-1]
+
+
+def test_ray_run_equals_the_local_run_and_reports_the_corrupt_image(cluster, photos, tmp_path, capsys):
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    code, _, err = invoke(run_main, [photos, "-s", "2.5", "-o", local, "--threads", "1"], capsys)
+    assert code == 2 and "1 of 7 images failed" in err
+    code, out, err = invoke(run_main, [photos, "-s", "2.5", "-o", distributed, "--threads", "1",
+                                       "--engine", "ray", "--workers", "2"], capsys)
+    assert code == 2, err
+    assert "skipped broken.png: cannot decode image" in err
+    assert _error_line(err).startswith("error: 1 of 7 images failed (first: broken.png: cannot decode image")
+    assert _outputs(distributed) == _outputs(local)  # byte for byte, nothing hidden left behind
+    assert len(_outputs(local)) == 6 and read_image(distributed / "img5.png").shape == (78, 108, 3)
+
+
+def test_a_restart_does_only_what_is_missing(cluster, photos, tmp_path):
+    out = tmp_path / "out"
+    first = upscale_folder_on_ray(photos, out, scale=2, workers=2, progress=False)
+    assert (first.total, first.written, len(first.failed)) == (7, 6, 1)
+    finished = {name: (out / name).stat().st_mtime_ns for name in ("img0.png", "img2.png", "img3.png", "img4.png")}
+    redo = {name: (out / name).read_bytes() for name in ("img1.png", "img5.png")}
+    for name in redo:
+        (out / name).unlink()
+    again = upscale_folder_on_ray(photos, out, scale=2, workers=2, progress=False)
+    assert (again.total, again.existed, again.written) == (3, 4, 2)  # img1, img5 and the corrupt one
+    assert again.failed == ["broken.png: cannot decode image (corrupt or not an image): " + str(photos / "broken.png")]
+    assert {name: (out / name).stat().st_mtime_ns for name in finished} == finished  # untouched
+    assert {name: (out / name).read_bytes() for name in redo} == redo
+    with pytest.raises(UserError, match="1 of 3 images failed"):
+        again.summary()
+
+
+def _actor_pids() -> list[int]:
+    """The processes of the run's actors, found by the title Ray gives them."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if "MapBatches(ImageWriter)" in " ".join(proc.info["cmdline"] or ()):
+            pids.append(proc.info["pid"])
+    return pids
+
+
+def test_a_killed_worker_loses_nothing(cluster, upscaler, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    images = {f"p{i}.png": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for i in range(8)}
+    for name, image in images.items():
+        write_image(src / name, image)
+    seen: dict = {}
+
+    def kill_one_actor_after_the_first_output():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(out.glob("p*.png")):
+            time.sleep(0.02)
+        pids = _actor_pids()
+        seen["done_at_kill"] = len(list(out.glob("p*.png")))
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            seen["killed"] = pids[0]
+
+    killer = threading.Thread(target=kill_one_actor_after_the_first_output)
+    killer.start()
+    result = upscale_folder_on_ray(src, out, scale=4, workers=2, progress=False)
+    killer.join()
+    assert "killed" in seen and seen["done_at_kill"] < len(images), seen  # killed mid-run
+    assert result.failed == [] and result.written + result.others == len(images)
+    assert sorted(p.name for p in out.iterdir()) == sorted(images)  # no temporary or lock file left
+    for name, image in images.items():
+        assert np.array_equal(read_image(out / name), upscaler.upscale(image, scale=4)), name
+
+
+def test_a_pool_larger_than_the_cluster_is_refused(cluster, photos, tmp_path, capsys):
+    code, _, err = invoke(run_main, [photos, "-s", "2", "-o", tmp_path / "o", "--engine", "ray", "--workers", "3"],
+                          capsys)
+    assert code == 2 and "need 3 CPUs, the Ray cluster has 2 CPUs" in _error_line(err)
+    code, _, err = invoke(run_main, [photos / "img0.png", "-s", "2", "-o", tmp_path / "x.png", "--engine", "ray"],
+                          capsys)
+    assert code == 2 and "--engine ray runs a folder of images" in _error_line(err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.png").exists()
+
+
+# ---- the service: asisr-serve joined to the test cluster ----------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, data: bytes | None = None, method: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def server(cluster):
+    port = _free_port()
+    command = [sys.executable, "-m", "asisr.cli.serve", "--ray-address", cluster, "--port", str(port),
+               "--max-pixels", str(MAX_PIXELS), "--max-body", str(MAX_BODY), "--threads", "1"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if _request(url + "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.25)
+    if proc.poll() is not None or time.monotonic() >= deadline:
+        proc.kill()
+        pytest.fail("asisr-serve did not come up: " + proc.communicate()[1][-3000:])
+    yield proc, url
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def test_health_says_the_model_and_limits(server):
+    code, body = _request(server[1] + "/health")
+    assert code == 200
+    assert json.loads(body) == {"status": "ok", "model": "eqsr_light", "max_scale": 8.0, "max_pixels": MAX_PIXELS,
+                                "max_body": MAX_BODY}
+
+
+def test_concurrent_requests_equal_the_local_upscale(server, photos, upscaler):
+    jobs = [(f"img{i % 6}.png", query) for i, query in
+            enumerate(["scale=2", "scale=3", "size=64x50", "scale=2.5x2"] * 4)]  # 16 requests, shapes mixed
+    expected = {}
+    for name, query in set(jobs):
+        key, value = query.split("=")
+        if key == "scale":
+            from asisr.scale import parse_scale
+
+            expected[name, query] = upscaler.upscale(read_image(photos / name), scale=parse_scale(value))
+        else:
+            expected[name, query] = upscaler.upscale(read_image(photos / name), size=(50, 64))
+
+    def ask(job):
+        name, query = job
+        return job, _request(f"{server[1]}/upscale?{query}", (photos / name).read_bytes())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(ask, jobs))
+    for job, (code, body) in answers:
+        assert code == 200, body
+        image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
+        assert np.array_equal(image, expected[job]), job
+
+
+@pytest.mark.parametrize("path, query, body, status, message", [
+    ("/upscale", "", "img", 400, "give exactly one of the parameters scale (e.g. scale=2) or size"),
+    ("/upscale", "scale=2&size=80x60", "img", 400, "or size (e.g. size=1920x1080), not both"),
+    ("/upscale", "scales=2", "img", 400, "unknown parameter 'scales'"),
+    ("/upscale", "scale=abc", "img", 400, "invalid scale 'abc'"),
+    ("/upscale", "scale=0", "img", 400, "greater than 0"),
+    ("/upscale", "scale=2&fit=cover", "img", 400, "fit applies to size"),
+    ("/upscale", "scale=2", "", 400, "missing image: send the image file as the request body"),
+    ("/upscale", "scale=13", "img", 422, "scale 13 exceeds the supported maximum x8"),
+    ("/upscale", "scale=2", "text", 415, "the body is not an image asisr can read"),
+    ("/upscale", "scale=2", "broken", 415, "not an image asisr can read (it does not decode: corrupt or truncated)"),
+    ("/upscale", "scale=8", "img", 413, "output 320x240 would have more pixels than this server's limit of 50000"),
+    ("/upscale", "scale=2", "big", 413, f"body of {MAX_BODY + 1} bytes exceeds this server's limit of {MAX_BODY}"),
+    ("/upscale", "size=40x30", "tall", 413, "input 300x200 has more pixels than this server's limit of 50000"),
+    ("/upscale", "size=1080p", "img", 400, "invalid size '1080p': expected WIDTHxHEIGHT"),
+    ("/nowhere", "scale=2", "img", 404, "no such endpoint /nowhere"),
+])
+def test_bad_requests_get_one_json_line(server, photos, tmp_path, path, query, body, status, message):
+    data = {"img": (photos / "img0.png").read_bytes(), "": b"", "text": b"this is not an image",
+            "broken": (photos / "broken.png").read_bytes(), "big": b"\0" * (MAX_BODY + 1)}.get(body)
+    if body == "tall":
+        write_image(tmp_path / "tall.png", np.zeros((200, 300, 3), np.uint8))
+        data = (tmp_path / "tall.png").read_bytes()
+    code, answer = _request(f"{server[1]}{path}?{query}", data, method="POST")
+    assert code == status, answer
+    error = json.loads(answer)
+    assert list(error) == ["error"] and message in error["error"] and "\n" not in error["error"], error
+
+
+def test_wrong_method_and_a_streamed_body_over_the_limit(server, photos):
+    code, answer = _request(server[1] + "/upscale?scale=2", method="GET")
+    assert code == 405 and json.loads(answer) == {"error": "use POST /upscale with the image as the body"}
+    host, port = server[1].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    chunks = iter([b"\0" * (16 << 10)] * 8)  # 128 KiB, chunked: no Content-Length to refuse it by
+    conn.request("POST", "/upscale?scale=2", body=chunks, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read()) == {"error": f"body exceeds this server's limit of {MAX_BODY} bytes"}
+    conn.close()
+    code, body = _request(server[1] + "/upscale?scale=2", (photos / "img1.png").read_bytes())  # still serving
+    assert code == 200 and body.startswith(b"\x89PNG")
+
+
+def test_the_server_stops_cleanly_on_sigint(server):
+    proc, url = server
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "stopped", err
+    with pytest.raises(OSError):
+        _request(url + "/health")
+
+
+# ---- without the extra ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["asisr.cli.run", "{photos}", "-s", "2", "-o", "{out}", "--engine", "ray"],
+                                     ["asisr.cli.serve", "--port", "8999"]])
+def test_without_ray_the_commands_name_the_extra(command, photos, tmp_path):
+    fake = tmp_path / "no_ray"
+    fake.mkdir()
+    (fake / "ray.py").write_text("raise ImportError('No module named ray (hidden by the test)')\n")
+    args = [a.format(photos=photos, out=tmp_path / "out") for a in command]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    run = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    line = _error_line(run.stderr)
+    assert line.startswith("error: ") and "needs Ray, which is not installed (pip install 'asisr[ray]')" in line
+    assert not (tmp_path / "out").exists()
