@@ -48,7 +48,7 @@ from asisr.scale import (  # noqa: E402
 )
 
 HELP = (
-    "Upscale an image (or every image in a folder) by any factor, or to any size.\n\n"
+    "Upscale an image (or every image in a folder, or a video) by any factor, or to any size.\n\n"
     "Two numbers are always WIDTHxHEIGHT, as image and video tools write resolutions:\n"
     "--size 1920x1080 is 1920 wide, --scale 3.5x2 is 3.5 across and 2 down.\n\n"
     "Examples:\n\n"
@@ -59,6 +59,9 @@ HELP = (
     "  asisr-run frame.png --size 3840x2160 --out frame_4k.png\n"
     "  asisr-run frame.png --size 2560x1440 --fit contain --out boxed.png\n"
     "  asisr-run photos/ --scale 2.5 --out photos_x2.5/ --model liif_onnx/\n"
+    "  asisr-run clip.mp4 --size 2560x1440 --out clip_1440.mp4\n"
+    "  asisr-run clip.mkv --scale 2 --out clip_x2.mkv --lossless\n"
+    "  asisr-run clip.mp4 --scale 2 --out frames/%06d.png\n"
     "  asisr-run photo.png --scale 4 --out x4.png \\\n"
     "      --model liif.pth --backend torch\n\n"
     "Everything that can be checked without the model (the input decodes, the output folder is writable and has "
@@ -81,6 +84,18 @@ def run(
                             help="With --size of another aspect ratio: stretch (per-axis scales; the default), "
                                  "contain (the whole image, centred, padded with black / transparent) or cover "
                                  "(the box filled, centred, the overflow cropped)."),
+    codec: Optional[str] = typer.Option(None, "--codec",
+                                        help="Video: h264 (the default), h265, av1, ffv1, or any FFmpeg encoder name."),
+    crf: Optional[int] = typer.Option(None, "--crf", help="Video: constant quality, lower is better (default: 18 for "
+                                                         "h264, 20 for h265, 30 for av1)."),
+    pix_fmt: Optional[str] = typer.Option(None, "--pix-fmt",
+                                          help="Video: pixel format, e.g. yuv420p or yuv420p10le (default: yuv420p, "
+                                               "10-bit for a 10-bit input where the codec has it)."),
+    lossless: bool = typer.Option(False, "--lossless", help="Video: store the upscaled RGB exactly (H.264 RGB at qp 0, "
+                                                            "FFV1 16-bit for inputs deeper than 8 bits)."),
+    skip_bad_frames: bool = typer.Option(False, "--skip-bad-frames",
+                                         help="Video: a damaged input frame repeats the last good one (counted in "
+                                              "the last line) instead of stopping the run."),
     sample: bool = typer.Option(False, "--sample", help="Upscale the sample photo shipped with asisr (INPUT omitted)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m",
                                          help="Checkpoint (.pth/.pt), exported ONNX directory, or the name of a bundled "
@@ -147,6 +162,15 @@ def run(
                                        ray_address, provider, budget, tile, max_scale, overwrite)
         typer.echo(result.summary())
         return
+    from asisr.video import is_video_job
+
+    if not sample and is_video_job(input, out):
+        _run_video(input, out, render, overwrite, _VideoOptions(codec, crf, pix_fmt, lossless, skip_bad_frames),
+                   dict(backend=backend, threads=threads, tile=tile, max_scale=max_scale, providers=provider,
+                        max_memory=budget), model)
+        return
+    if codec is not None or crf is not None or pix_fmt is not None or lossless or skip_bad_frames:
+        raise UserError("--codec, --crf, --pix-fmt, --lossless and --skip-bad-frames apply to video inputs")
     try:
         single, out, image, jobs, existed = _prepare(input, out, overwrite, factor, target)
     except KeyboardInterrupt:
@@ -363,6 +387,43 @@ def _one_image(upscaler, job, render: _Render, overwrite: bool, started: int, ta
     finally:
         claim.release()
     return True
+
+
+class _VideoOptions:
+    """The video-only options, together."""
+
+    def __init__(self, codec: str | None, crf: int | None, pix_fmt: str | None, lossless: bool, skip_bad_frames: bool):
+        self.codec, self.crf, self.pix_fmt = codec, crf, pix_fmt
+        self.lossless, self.skip_bad_frames = lossless, skip_bad_frames
+
+
+def _run_video(input: Path, out: Path, render: _Render, overwrite: bool, options: _VideoOptions,
+               upscaler_args: dict, model: Path | None) -> None:
+    """A video job: checked (input, output, encoder) before the model loads, then upscaled frame by frame."""
+    from asisr.video import require_av
+
+    require_av()
+    from asisr.sources import open_upscaler
+    from asisr.video.job import describe_plan, plan_video, run_video
+
+    try:
+        plan = plan_video(input, out, overwrite, render.factor, render.target, options.codec, options.crf,
+                          options.pix_fmt, options.lossless)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: nothing was written") from None
+    typer.echo(describe_plan(plan), err=True)
+    try:
+        upscaler = open_upscaler(model, **upscaler_args)
+        if render.factor is not None:
+            check_scale_range(render.factor, upscaler.max_scale)
+        with upscaler:
+            result = run_video(plan, lambda rgb: render(upscaler, rgb, input), options.skip_bad_frames)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {plan.target.path} was not written") from None
+    notes = [f"{result.skipped} bad frames replaced by the previous one"] if result.skipped else []
+    notes += [f"{result.missing} frames missing from the input"] if result.missing else []
+    notes += [f"copied {', '.join(result.copied)}"] if result.copied else []
+    typer.echo(f"wrote {plan.target.path} ({result.frames} frames" + "".join(f"; {n}" for n in notes) + ")")
 
 
 def main(argv: list[str] | None = None) -> int:
