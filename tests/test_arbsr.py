@@ -23,10 +23,13 @@ from asisr.errors import UserError
 from asisr.models import create, detect, load, save
 from asisr.models.arbsr import cell_phase, double_bilinear, half_pool, lr_reach
 from asisr.models.checkpoint import read_checkpoint
+from asisr.imageio import read_image, write_image
 from asisr.models.registry import Detection, apply_options, parse_options
 from asisr.runtime import contract
 from asisr.runtime.query import make_query
-from tests.conftest import SHARED, need
+from asisr.scale import Scale, output_size
+from tests.cli_helpers import invoke
+from tests.conftest import SET5, SHARED, need
 from tests.onnx_ops import CNN_OPS, TENSORRT_OPS, assert_tensorrt_ops
 
 FIXTURE = SHARED / "fixtures" / "arbsr_official_small"
@@ -104,10 +107,12 @@ def test_align_corners_convention_is_what_separates_the_two_outputs(fixture, mod
 # ------------------------------------------------------------------------------ ONNX export
 
 @pytest.fixture(scope="module")
-def exported(models, tmp_path_factory):
+def exported(fixture, models, tmp_path_factory):
+    """The default through the intake path (``asisr-run --model model_1.pt -b onnxruntime`` reuses that export)."""
     from asisr.export.onnx import export_onnx
+    from asisr.sources import export_cached
 
-    return {mode: export_onnx(models[mode], tmp_path_factory.mktemp(f"arbrcan_{mode}") / "onnx") for mode in models}
+    return {"on": export_cached(fixture[0]), "off": export_onnx(models["off"], tmp_path_factory.mktemp("off") / "onnx")}
 
 
 def _onnx_run(directory, lr: np.ndarray, scale, rows, cols) -> np.ndarray:
@@ -170,6 +175,44 @@ def test_odd_size_gives_the_requested_size_in_torch_and_onnx(models, exported):
     assert ours.shape[2:] == out_hw and gate.shape[2:] == (17, 23)
     assert models["on"].upscale(lr, out_hw).shape[2:] == out_hw
     assert np.abs(_onnx_run(exported["on"], lr, scale, rows, cols) - ours.numpy()).max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------------- command line
+
+def _run_both_backends(image, args: list, checkpoint, tmp_path, capsys) -> dict[str, np.ndarray]:
+    """``asisr-run`` on the fixture checkpoint with each backend; the 8-bit images it wrote."""
+    from asisr.cli.run import main as run_main
+
+    src = tmp_path / "in.png"
+    write_image(src, image)
+    written = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.png"
+        code, _, err = invoke(run_main, [src, *args, "--out", out, "--model", checkpoint, "--backend", backend], capsys)
+        assert code == 0, err
+        written[backend] = read_image(out).astype(np.int16)
+    return written
+
+
+def test_cli_writes_the_official_image_on_both_backends(fixture, exported, tmp_path, capsys):
+    """``--scale 3.5x1.5`` (3.5 across, 1.5 down) on the fixture's asymmetric case: the official 8-bit image
+    (``trainer.test``'s clamp and round of ``out_ac_true``) from the checkpoint, on PyTorch and ONNX Runtime."""
+    c = fixture[1]["asym_1.5x3.5"]
+    lr = c["lr"][0].permute(1, 2, 0).numpy().astype(np.uint8)
+    written = _run_both_backends(lr, ["--scale", "3.5x1.5"], fixture[0], tmp_path, capsys)
+    official = c["out_ac_true"][0].permute(1, 2, 0).clamp(0, 255).round().numpy()
+    for backend, image in written.items():
+        assert image.shape == (30, 84, 3)
+        assert np.abs(image - official).max() <= 1, backend
+
+
+def test_cli_odd_sized_photo_at_an_asymmetric_scale(fixture, exported, tmp_path, capsys):
+    """A 31x23 crop of a Set5 photo (odd both ways) at 3.5 across, 2 down: 108x46, the backends agree."""
+    photo = read_image(need(SET5 / "baby.png"))[200:223, 240:271]
+    written = _run_both_backends(photo, ["--scale", "3.5x2"], fixture[0], tmp_path, capsys)
+    assert written["torch"].shape == (46, 108, 3) and output_size(23, 31, Scale(h=2, w=3.5)) == (46, 108)
+    assert np.abs(written["torch"] - written["onnxruntime"]).max() <= 1
+    assert written["torch"].std() > 10  # a photo, not a flat image
 
 
 # ---------------------------------------------------------------------------------------- scales

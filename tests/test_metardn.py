@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from asisr.errors import UserError
+from asisr.imageio import read_image, write_image
 from asisr.models import create, detect, load
 from asisr.models.metardn import MetaUpscale
 from asisr.runtime.descriptor import ModelDescriptor
 from asisr.runtime.query import floor_grid_coords, make_query
 from asisr.scale import Scale, output_size, scale_for_size
 from tests.cli_helpers import assert_user_error, invoke
-from tests.conftest import SHARED, need
+from tests.conftest import SET5, SHARED, need
 from tests.full_size import assert_backends_agree, official_layout, write_random_official
 from tests.onnx_ops import assert_tensorrt_ops
 
@@ -153,10 +153,11 @@ def test_mean_shifts_come_from_the_checkpoint(official, tmp_path):
 # ------------------------------------------------------------------ ONNX
 
 @pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    from asisr.export.onnx import export_onnx
+def exported(official):
+    """Through the intake path (``asisr-run --model model_small.pt -b onnxruntime`` reuses that export)."""
+    from asisr.sources import export_cached
 
-    return export_onnx(model, tmp_path_factory.mktemp("metardn") / "onnx")
+    return export_cached(official[0])
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -249,23 +250,47 @@ def test_tiled_equals_untiled_and_official(official):
     assert np.abs(tiled - np.clip(c["sr"][0].permute(1, 2, 0).numpy() / 255, 0, 1)).max() <= TOL_255 / 255
 
 
-def test_cli_run_scale_writes_the_official_image(exported, official, tmp_path, capsys):
-    """``asisr-run --scale 2.3`` on the exported model: int(2.3 * h) x int(2.3 * w), the scored 8-bit image."""
+def _cli(args: list, capsys) -> tuple[int, str, str]:
     from asisr.cli.run import main as run_main
 
+    return invoke(run_main, args, capsys)
+
+
+def _run_both_backends(image: np.ndarray, scale: str, checkpoint, tmp_path, capsys) -> dict[str, np.ndarray]:
+    """``asisr-run --scale SCALE`` on the fixture checkpoint with each backend; the 8-bit images it wrote."""
+    write_image(tmp_path / "lr.png", image)
+    written = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.png"
+        code, _, err = _cli([tmp_path / "lr.png", "--scale", scale, "--out", out, "--model", checkpoint,
+                             "--backend", backend], capsys)
+        assert code == 0, err
+        written[backend] = read_image(out).astype(np.int16)
+    return written
+
+
+def test_cli_run_scale_writes_the_official_image(exported, official, tmp_path, capsys):
+    """``asisr-run --scale 2.3`` on the checkpoint, both backends: int(2.3 * h) x int(2.3 * w), the scored image."""
     c = official[1]["x2.3_lr31x12"]
     lr = c["lr"][0].permute(1, 2, 0).numpy().astype(np.uint8)
-    assert cv2.imwrite(str(tmp_path / "lr.png"), cv2.cvtColor(lr, cv2.COLOR_RGB2BGR))
-    code, _, err = invoke(run_main, [tmp_path / "lr.png", "--scale", "2.3", "--out", tmp_path / "sr.png",
-                                     "--model", exported, "--backend", "onnxruntime"], capsys)
-    assert code == 0, err
-    sr = cv2.cvtColor(cv2.imread(str(tmp_path / "sr.png")), cv2.COLOR_BGR2RGB)
-    assert sr.shape == (71, 27, 3)
     official_8bit = c["sr_quantized"][0].permute(1, 2, 0).numpy()
-    assert np.abs(sr.astype(np.float32) - official_8bit).max() <= 1
-    code, _, err = invoke(run_main, [tmp_path / "lr.png", "--scale", "2x3", "--out", tmp_path / "bad.png",
-                                     "--model", exported, "--backend", "onnxruntime"], capsys)
-    assert_user_error(code, err, "asymmetric")
+    for backend, sr in _run_both_backends(lr, "2.3", official[0], tmp_path, capsys).items():
+        assert sr.shape == (71, 27, 3)
+        assert np.abs(sr - official_8bit).max() <= 1, backend
+
+
+def test_cli_odd_sized_photo_and_asymmetric_refusal(exported, official, tmp_path, capsys):
+    """A 31x23 Set5 crop at x2.5 (77x57, int(s * size)) on both backends, which agree; 2x3 is one error line."""
+    photo = read_image(need(SET5 / "baby.png"))[200:223, 240:271]
+    written = _run_both_backends(photo, "2.5", official[0], tmp_path, capsys)
+    assert written["torch"].shape == (57, 77, 3)
+    assert np.abs(written["torch"] - written["onnxruntime"]).max() <= 1
+    assert written["torch"].std() > 10  # a photo, not a flat image
+    for backend in ("torch", "onnxruntime"):
+        code, _, err = _cli([tmp_path / "lr.png", "--scale", "2x3", "--out", tmp_path / "bad.png",
+                             "--model", official[0], "--backend", backend], capsys)
+        assert_user_error(code, err, "asymmetric")
+        assert not (tmp_path / "bad.png").exists()
 
 
 # ------------------------------------------------------------------ checkpoint intake
