@@ -36,7 +36,8 @@ Conventions (``docs/arbsr.md``; fixture notes in ``shared/README.md``):
   trained under PyTorch 1.1, where that meant True, so asisr samples LR position ``p``. Off
   reproduces the official code as it runs on PyTorch >= 1.3, which samples
   ``p * w / (w - 1) - 0.5``: that depends on the whole feature map's size, so with it off the
-  upsampler's output tiles are only approximate (the descriptor says so).
+  upsampler's output tiles are only approximate (the descriptor's ``upsampler_untileable`` says
+  so, and the runtime's tiling warning quotes it).
 * Odd sizes. The mask's ``AvgPool2d(2)`` + ``Upsample(2)`` need an even LR size (the official
   test crops the input). Here the pooled branch replicates its last row / column before the
   pool, which equals ``AvgPool2d(2, ceil_mode=True)`` (the last window averages the pixels it
@@ -80,6 +81,8 @@ PHASE_WRAP = 1e-3  # upstream: floor((i + 0.5) / s + 1e-3): a phase within 1e-3 
 PHASE_RANGE = (-0.5 - PHASE_WRAP - 1e-6, 0.5)  # what cell_phase can return
 BOUND_SPLITS = 8  # sub-intervals per embedding input for the offset bound (8^4 boxes)
 SCALE_MIN, SCALE_MAX, TRAINED_SCALE_MAX = 1.0, 8.0, 4.0  # trained on s in [1, 4] (quick_test.py)
+UNTILEABLE_OFF = ("grid_align_corners=off samples LR position p * w / (w - 1) - 0.5, which depends on the size of "
+                  "the feature window a tile reads")
 
 
 # ------------------------------------------------------------------------------------ backbone
@@ -438,7 +441,7 @@ def _descriptor(n_feats: int, scale_max: float, grid_align_corners: bool) -> Mod
         backbone_halo=None,  # channel attention: global context
         upsampler_lr_reach=1,  # replaced by the weights' offset bound (ArbRCANModel.descriptor)
         upsampler_hr_reach=1,  # the tail's 3x3 conv at HR resolution
-        upsampler_global_pool=not grid_align_corners,  # off: the sampling stretches with the map's size
+        upsampler_untileable="" if grid_align_corners else UNTILEABLE_OFF,
         precisions=("fp32",),
         extra={"grid_align_corners": grid_align_corners},
     )

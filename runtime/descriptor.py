@@ -18,6 +18,9 @@ class ModelDescriptor:
     nearest feature of a query, and ``upsampler_hr_reach`` HR pixels of neighbourhood the
     upsampler mixes (involution on the HR grid). ``upsampler_global_pool`` marks upsamplers
     that pool over the whole output (ECA), whose output tiles are therefore approximate too.
+    ``upsampler_untileable`` says why else an upsampler's output tiles only approximate the
+    untiled output whatever the halos (empty when they are exact), in words the runtime's
+    tiling warning quotes; e.g. ArbSR's sampling stretched with the feature window's size.
 
     ``size_rule`` is how a requested scale becomes an output grid (``asisr.scale.SIZE_RULES``):
     ``"round"`` (asisr's) gives ``round(s * h)`` pixels spread over the whole LR image and tells
@@ -36,6 +39,7 @@ class ModelDescriptor:
     upsampler_lr_reach: int = 1
     upsampler_hr_reach: int = 0
     upsampler_global_pool: bool = False
+    upsampler_untileable: str = ""
     precisions: tuple[str, ...] = ("fp32",)
     normalization: str = "input RGB float32 in [0, 1]; output RGB in [0, 1] (clamp after)"
     extra: dict = field(default_factory=dict)
@@ -48,7 +52,7 @@ class ModelDescriptor:
 
     @property
     def tiles_exactly(self) -> bool:
-        return self.backbone_halo is not None and not self.upsampler_global_pool
+        return self.backbone_halo is not None and not self.upsampler_global_pool and not self.upsampler_untileable
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelDescriptor":

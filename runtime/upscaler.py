@@ -174,9 +174,10 @@ class Upscaler:
         lr = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         plan = self.last_plan = self._fit_limits(self.plan(h, w, out_h, out_w), (h, w), (out_h, out_w))
         d = self.descriptor
-        if d.upsampler_global_pool and (out_h > plan.tile or out_w > plan.tile):
-            warnings.warn(f"{d.arch}: the upsampler pools over the whole output; output tiles of {plan.tile} px "
-                          "approximate the untiled result (raise --tile to avoid tiling)", stacklevel=3)
+        why = d.upsampler_untileable or ("the upsampler pools over the whole output" if d.upsampler_global_pool else "")
+        if why and (out_h > plan.tile or out_w > plan.tile):
+            warnings.warn(f"{d.arch}: {why}; output tiles of {plan.tile} px approximate the untiled result "
+                          "(raise --tile to avoid tiling)", stacklevel=3)
         if d.backbone_halo is None and (h > plan.lr_tile or w > plan.lr_tile):
             warnings.warn(f"{d.arch}: backbone has global context; tiles of {plan.lr_tile} LR px with "
                           f"{GLOBAL_CONTEXT_HALO} px overlap approximate the untiled result", stacklevel=3)

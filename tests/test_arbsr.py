@@ -101,7 +101,9 @@ def test_align_corners_convention_is_what_separates_the_two_outputs(fixture, mod
         on = models["on"](lr, scale, rows, cols) * 255
     assert (on - c["out"]).abs().max() > 10  # the fixture's two fields differ by up to 54
     assert models["on"].config["grid_align_corners"] is True and models["off"].config["grid_align_corners"] is False
-    assert models["off"].descriptor.upsampler_global_pool  # off: tiles approximate (sampling stretches with w)
+    off, on = models["off"].descriptor, models["on"].descriptor
+    assert not off.tiles_exactly and "grid_align_corners=off" in off.upsampler_untileable
+    assert not off.upsampler_global_pool and not on.upsampler_untileable  # nothing pools; on tiles exactly
 
 
 # ------------------------------------------------------------------------------ ONNX export
@@ -290,6 +292,30 @@ def test_upsampler_tiles_exactly_given_the_features(models):
     assert np.abs(run(pipeline, 16) - whole).max() <= 1e-6
     too_short = replace(pipeline, descriptor=replace(pipeline.descriptor, upsampler_lr_reach=1))
     assert np.abs(run(too_short, 16) - whole).max() > 1e-3
+
+
+def test_tiling_with_the_option_off_warns_and_says_why(models):
+    """Off, the sampling stretches with the window a tile reads: tiled output really differs, and the warning
+    names the cause; on, the same tiling is exact and the upsampler says nothing."""
+    import warnings
+
+    from asisr.runtime.backends.pyt import torch_pipeline
+    from asisr.runtime.upscaler import Upscaler
+
+    image = np.random.default_rng(1).random((21, 26, 3), dtype=np.float32)
+
+    def run(mode: str, tile: int):
+        with warnings.catch_warnings(record=True) as caught, Upscaler(torch_pipeline(models[mode]), tile=tile,
+                                                                      lr_tile=10_000) as up:
+            warnings.simplefilter("always")
+            out = up.upscale_to(image, (50, 61))
+        return out, [str(w.message) for w in caught]
+
+    whole, quiet = run("off", 10_000)
+    tiled, said = run("off", 16)
+    assert not quiet and np.abs(tiled - whole).max() > 1e-3
+    assert len(said) == 1 and "grid_align_corners=off samples" in said[0] and "tiles of 16 px" in said[0]
+    assert run("on", 16)[1] == []
 
 
 # ------------------------------------------------------------------------------- checkpoint intake
