@@ -152,14 +152,19 @@ def run(
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if engine == "ray":
-        from asisr.distributed.batch import upscale_folder_on_ray
+        from asisr.distributed.batch import FolderRunInterrupted, upscale_folder_on_ray
         from asisr.distributed.cluster import require_ray
 
         require_ray("--engine ray")
         if input.exists() and not input.is_dir():
             raise UserError(f"--engine ray runs a folder of images; {input} is a file (run it without --engine ray)")
-        result = upscale_folder_on_ray(input, out, factor, target, fit, model, backend, workers, threads or 1,
-                                       ray_address, provider, budget, tile, max_scale, overwrite)
+        try:
+            result = upscale_folder_on_ray(input, out, factor, target, fit, model, backend, workers, threads or 1,
+                                           ray_address, provider, budget, tile, max_scale, overwrite)
+        except FolderRunInterrupted as e:
+            raise Interrupted(str(e)) from None
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: nothing was written") from None
         typer.echo(result.summary())
         return
     from asisr.video import is_video_job

@@ -95,6 +95,16 @@ class FolderRunResult:
                 + ("" if self.total else " (all outputs already existed)"))
 
 
+class FolderRunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a Ray run, with what was finished: the local run's last line for it."""
+
+    def __init__(self, result: FolderRunResult, out_dir: Path):
+        done = result.written + result.others
+        super().__init__(f"interrupted: {done} of {result.total} images written to {out_dir}"
+                         + (f" ({result.existed} more existed before)" if result.existed else "")
+                         + "; run the same command again to resume")
+
+
 class ImageWriter:
     """One Ray actor: one ``Upscaler`` (one backend session), opened once, used for every image it is given."""
 
@@ -211,8 +221,11 @@ def upscale_folder_on_ray(input_dir: str | Path, out_dir: str | Path, scale: Sca
     with ray_cluster(address, "--engine ray"):
         check_pool_fits(workers, spec)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for row in _run_pool(jobs, spec, render, overwrite, started_ns, workers, progress):
-            _count(result, row)
+        try:
+            for row in _run_pool(jobs, spec, render, overwrite, started_ns, workers, progress):
+                _count(result, row)
+        except KeyboardInterrupt:
+            raise FolderRunInterrupted(result, out_dir) from None
     return result
 
 
