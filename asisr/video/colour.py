@@ -138,9 +138,16 @@ def _to_swscale_48(rgb: np.ndarray) -> np.ndarray:
 
 
 def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour):
-    """An HxWx3 uint8 / uint16 R'G'B' array as a ``VideoFrame`` of ``pix_fmt`` with ``colour``'s matrix and range."""
+    """An HxWx3 uint8 / uint16 R'G'B' array as a ``VideoFrame`` of ``pix_fmt`` with ``colour``'s matrix and range.
+
+    Planar Y'CbCr formats are computed here in float (``rgb_to_yuv_planes``), rounded once:
+    swscale dithers when it reduces 16-bit RGB to 8-bit samples, which moves a flat colour by a code
+    value here and there. Other formats (RGB ones, semi-planar ones) go through swscale.
+    """
     import av
 
+    if not colour.is_rgb and _planar_yuv(pix_fmt):
+        return _frame_from_planes(rgb_to_yuv_planes(rgb, pix_fmt, colour), pix_fmt, colour)
     fmt = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
     if colour.is_rgb or is_rgb_format(pix_fmt):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=fmt)
@@ -153,6 +160,66 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, colour: Colour):
                              dst_color_range=_sws_range(colour), interpolation=_flags())
     tag(out, colour, pix_fmt)
     return out
+
+
+_PLANAR_YUV = ("yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p")
+
+
+def _planar_yuv(pix_fmt: str) -> bool:
+    base = pix_fmt[:-4] if pix_fmt.endswith(("10le", "12le", "14le", "16le")) else pix_fmt
+    return base in _PLANAR_YUV
+
+
+def _subsampling(pix_fmt: str) -> tuple[int, int]:
+    """(horizontal, vertical) chroma subsampling factors of a planar Y'CbCr format."""
+    if "420" in pix_fmt:
+        return 2, 2
+    if "422" in pix_fmt:
+        return 2, 1
+    return 1, 1
+
+
+def rgb_to_yuv_planes(rgb: np.ndarray, pix_fmt: str, colour: Colour) -> list[np.ndarray]:
+    """Y, Cb, Cr sample planes of ``pix_fmt`` from R'G'B', rounded once from float.
+
+    Chroma is subsampled where the chroma samples sit in MPEG-4 / H.264 / H.265 streams by
+    default ("left"): horizontally on the even luma columns ([1, 2, 1] / 4), vertically between
+    two luma rows (their mean).
+    """
+    depth = 16 if pix_fmt.endswith("16le") else bit_depth(pix_fmt)
+    top = float(np.iinfo(rgb.dtype).max)
+    ycc = rgb_to_yuv_reference(rgb.astype(np.float32) / np.float32(top), colour, depth).astype(np.float32)
+    sub_w, sub_h = _subsampling(pix_fmt)
+    chroma = [_subsample(ycc[..., k], sub_w, sub_h) for k in (1, 2)]
+    dtype = np.uint8 if depth <= 8 else np.uint16
+    limit = float((1 << depth) - 1)
+    return [np.clip(np.rint(p), 0, limit).astype(dtype) for p in (ycc[..., 0], *chroma)]
+
+
+def _subsample(plane: np.ndarray, sub_w: int, sub_h: int) -> np.ndarray:
+    if sub_h == 2:
+        plane = plane if plane.shape[0] % 2 == 0 else np.concatenate([plane, plane[-1:]], axis=0)
+        plane = 0.5 * (plane[0::2] + plane[1::2])
+    if sub_w == 2:
+        padded = np.concatenate([plane[:, :1], plane, plane[:, -1:]], axis=1)
+        if padded.shape[1] % 2:  # odd width: the last even column's right neighbour repeats it
+            padded = np.concatenate([padded, padded[:, -1:]], axis=1)
+        plane = 0.25 * padded[:, 0:-2:2] + 0.5 * padded[:, 1:-1:2] + 0.25 * padded[:, 2::2]
+    return plane
+
+
+def _frame_from_planes(planes: list[np.ndarray], pix_fmt: str, colour: Colour):
+    import av
+
+    h, w = planes[0].shape
+    frame = av.VideoFrame(w, h, pix_fmt)
+    for target, data in zip(frame.planes, planes):
+        itemsize = data.dtype.itemsize
+        rows = np.zeros((target.height, target.line_size // itemsize), dtype=data.dtype.newbyteorder("<"))
+        rows[:data.shape[0], :data.shape[1]] = data
+        target.update(rows.tobytes())
+    tag(frame, colour, pix_fmt)
+    return frame
 
 
 def tag(frame_or_context, colour: Colour, pix_fmt: str) -> None:

@@ -27,7 +27,7 @@ from asisr.scale import Scale, output_size
 from asisr.video.colour import LIMITED, Colour, from_rgb, is_rgb_format, tag, to_rgb
 from asisr.video.encode import EncoderSettings, check_frame_size, choose_encoder, container_format, muxer_codecs
 from asisr.video.pipeline import run_stages
-from asisr.video.probe import VideoInput, ffmpeg_reason, first_frame, open_video, probe
+from asisr.video.probe import VideoInput, ffmpeg_reason, open_video, probe
 
 SEQUENCE_PATTERN = "%06d.png"
 FIRST_NUMBER = 1  # as FFmpeg's image2 muxer numbers
@@ -51,6 +51,7 @@ class VideoPlan:
     encoder: EncoderSettings | None  # None for a PNG sequence
     colour: Colour  # of the output's samples
     overwrite: bool
+    work_depth: int = 16  # bits of the RGB frames the model sees and returns (see ``work_depth``)
 
 
 @dataclass
@@ -93,12 +94,19 @@ def plan_video(input: Path, out: Path, overwrite: bool, factor: Scale | None, ta
         if codec or crf is not None or pix_fmt or lossless:
             raise UserError("--codec, --crf, --pix-fmt and --lossless apply to video files, not to PNG sequences "
                             "(which are lossless)")
-        return VideoPlan(source, destination, size, None, source.colour, overwrite)
+        return VideoPlan(source, destination, size, None, source.colour, overwrite, source.depth)
     settings = choose_encoder(codec, crf, pix_fmt, lossless, source.depth, destination.path.suffix)
     check_frame_size(settings.pix_fmt, size[1], size[0])
     _check_copies(source, destination.path.suffix)
     colour = source.colour if not source.colour.is_rgb else Colour("bt709", LIMITED)
-    return VideoPlan(source, destination, size, settings, colour, overwrite)
+    return VideoPlan(source, destination, size, settings, colour, overwrite, work_depth(source, settings))
+
+
+def work_depth(source: VideoInput, settings: EncoderSettings) -> int:
+    """16-bit RGB between two Y'CbCr conversions, so no rounding to 8-bit RGB sits between them (a flat
+    colour would come back up to 2-3 levels off); the input's own depth when the output stores RGB as it
+    is (lossless, PNG), so those outputs are exactly the image path's."""
+    return source.depth if is_rgb_format(settings.pix_fmt) else 16
 
 
 def _check_destination(target: OutputTarget, overwrite: bool) -> None:
@@ -130,9 +138,11 @@ def run_video(plan: VideoPlan, upscale: Callable[[np.ndarray], np.ndarray], skip
     container = open_video(plan.source.path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Slice threads only: with frame threads a decoding error surfaces a few packets late, so the frame it
+        # names (and the timestamp a replacement gets) would be the wrong one. Decoding is not the bottleneck.
+        stream.thread_type = "SLICE"
         copied = [container.streams[c.index] for c in plan.source.copied] if not plan.target.is_sequence else []
-        frames = _Frames(container, stream, copied, plan.source, skip_bad_frames, result)
+        frames = _Frames(container, stream, copied, plan.source, skip_bad_frames, result, plan.work_depth)
         with _progress(plan.source.expected_frames, progress) as bar:
             def transform(item):
                 if item[0] != "frame":
@@ -174,8 +184,9 @@ class _Frames:
     ``skip``, is replaced by the last good frame at its own timestamp (kept in presentation order).
     """
 
-    def __init__(self, container, stream, copied, source: VideoInput, skip: bool, result: VideoResult):
-        self.container, self.stream, self.copied = container, stream, copied
+    def __init__(self, container, stream, copied, source: VideoInput, skip: bool, result: VideoResult,
+                 depth: int):
+        self.container, self.stream, self.copied, self.depth = container, stream, copied, depth
         self.source, self.skip, self.result = source, skip, result
         self.decoded = 0  # good frames so far
         self.bad_pts: list[int] = []  # replacements not yet placed
@@ -205,18 +216,28 @@ class _Frames:
         try:
             frames = packet.decode()
         except av.error.FFmpegError as e:
-            self._bad(packet.pts, f"frame {self._position() + 1} of {self.source.path} cannot be decoded: "
-                                  f"{ffmpeg_reason(e)}")
+            self._bad(packet.pts, f"{self._frame_name(packet.pts)} of {self.source.path} "
+                                  f"cannot be decoded: {ffmpeg_reason(e)}")
             return
         for frame in frames:
             if frame.is_corrupt:
-                self._bad(frame.pts, f"frame {self._position() + 1} of {self.source.path} is corrupt")
+                self._bad(frame.pts, f"{self._frame_name(frame.pts)} of {self.source.path} "
+                                     "is corrupt")
                 continue
-            rgb = to_rgb(frame, self.source.colour, self.source.depth)
+            rgb = to_rgb(frame, self.source.colour, self.depth)
             yield from self._placed(frame.pts, rgb)
             self.decoded += 1
             self.last = rgb
             yield "frame", frame.pts, rgb
+
+    def _frame_name(self, pts) -> str:
+        """``frame 4 (at 0.125 s)``: the number counted in display order from the frame rate where it is known."""
+        if pts is None:
+            return f"frame {self._position() + 1}"
+        seconds = float(pts * self.source.time_base)
+        if self.source.rate:
+            return f"frame {round(seconds * float(self.source.rate)) + 1} (at {seconds:.3f} s)"
+        return f"the frame at {seconds:.3f} s"
 
     def _bad(self, pts, message: str) -> None:
         if not self.skip:
@@ -263,42 +284,48 @@ class _ContainerSink:
         self.settings = plan.encoder
         self.output = av.open(str(tmp), "w", format=container_format(plan.target.path.suffix))
         self.copies = {}
-        for stream in copied:
-            self.copies[stream.index] = self.output.add_stream_from_template(stream)
-            result.copied.append(f"{stream.type} {stream.codec_context.name}")
         self.video = None
-        self.early: list = []  # packets that came before the first frame (the video stream is set up then)
+        for stream in sorted([in_stream, *copied], key=lambda s: s.index):  # the input's stream order
+            if stream is in_stream:
+                self.video = self._add_video()
+            else:
+                self.copies[stream.index] = self.output.add_stream_from_template(stream)
+                result.copied.append(f"{stream.type} {stream.codec_context.name}")
+        self.opened = False
+        self.early: list = []  # packets that came before the first frame (the encoder's size is set then)
 
-    def _open_video(self, height: int, width: int):
+    def _add_video(self):
         rate = self.plan.source.rate
         stream = self.output.add_stream(self.settings.codec, rate=rate) if rate else \
             self.output.add_stream(self.settings.codec)
-        stream.width, stream.height = width, height
         stream.pix_fmt = self.settings.pix_fmt
         stream.time_base = self.plan.source.time_base
         stream.codec_context.time_base = self.plan.source.time_base
         stream.options = dict(self.settings.options)
         tag(stream.codec_context, self.plan.colour, self.settings.pix_fmt)
-        self.video = stream
-        self._encode_errors(lambda: None)
+        return stream
+
+    def _open_video(self, height: int, width: int) -> None:
+        """The size is the first upscaled frame's (the model's size rule has the last word)."""
+        self.video.width, self.video.height = width, height
+        self.opened = True
         for packet in self.early:
             self._mux_copy(packet)
         self.early.clear()
 
     def __call__(self, item) -> None:
         if item[0] == "packet":
-            if self.video is None:
+            if not self.opened:
                 self.early.append(item[1])
             else:
                 self._mux_copy(item[1])
             return
         _, pts, rgb = item
-        if self.video is None:
+        if not self.opened:
             self._open_video(rgb.shape[0], rgb.shape[1])
         frame = from_rgb(rgb, self.settings.pix_fmt, self.plan.colour)
         frame.pts = pts
         frame.time_base = self.plan.source.time_base
-        assert self.video is not None
         video = self.video
         self._encode_errors(lambda: self.output.mux(video.encode(frame)))
         self.result.frames += 1
@@ -317,18 +344,16 @@ class _ContainerSink:
                             f"{ffmpeg_reason(e)}") from None
 
     def finish(self) -> None:
-        if self.video is not None:
+        if self.opened:
             video = self.video
             self._encode_errors(lambda: self.output.mux(video.encode(None)))
-        for packet in self.early:  # a video without a frame: nothing is written (run_video says so)
-            del packet
-        self.early.clear()
+        self.early.clear()  # a video without a frame is not written (run_video says so)
 
     def close(self) -> None:
         try:
             self.output.close()
         except Exception:
-            if self.result.frames and self.video is not None:
+            if self.opened:
                 raise
 
 
@@ -382,25 +407,15 @@ def describe_plan(plan: VideoPlan) -> str:
             f"{s.expected_frames or 'unknown number of'} frames -> {w}x{h} {what}")
 
 
-def first_frame_of(path: Path):
-    """The first frame of ``path`` as decoded (for tests and tools that need one frame)."""
-    container = open_video(path)
-    try:
-        return first_frame(container, container.streams.video[0], path)
-    finally:
-        container.close()
-
-
-def rgb_frames(path: Path) -> Iterator[np.ndarray]:
-    """Every frame of ``path`` as R'G'B' the way a job decodes it (its own matrix and range)."""
+def rgb_frames(path: Path, depth: int | None = None) -> Iterator[np.ndarray]:
+    """Every frame of ``path`` as R'G'B' the way a job decodes it (its own matrix and range), in ``depth``
+    bits (default: the stream's, 8 or 16)."""
     source = probe(path)
     container = open_video(path)
     try:
         for frame in container.decode(container.streams.video[0]):
-            yield to_rgb(frame, source.colour, source.depth)
+            yield to_rgb(frame, source.colour, source.depth if depth is None else depth)
     finally:
         container.close()
 
 
-__all__ = ["OutputTarget", "VideoPlan", "VideoResult", "describe_plan", "is_rgb_format", "output_target",
-           "plan_video", "rgb_frames", "run_video"]
