@@ -3,11 +3,11 @@
 Why: the Ray engine is for collections that outgrow one machine; on one machine it should cost
 little more than the local run (cluster start-up, scheduling), and give the same bytes. Set14's
 LR images at x4 (the protocol of shared/README.md: bicubic, HR cropped to a multiple of 4) are
-upscaled by the bundled default model three ways, alternating, ``--repeats`` times:
+upscaled by one bundled model (``--model``, default eqsr_light) three ways, alternating, ``--repeats`` times:
 
-    asisr-run LR/ --scale 4 --out OUT/ --threads T                                 (local)
-    asisr-run LR/ --scale 4 --out OUT/ --engine ray --workers W --threads T/W      (starts a local cluster)
-    upscale_folder_on_ray(LR, OUT, 4, workers=W, threads_per_worker=T/W)           (cluster already up)
+    asisr-run LR/ --scale 4 --out OUT/ --model M --threads T                              (local)
+    asisr-run LR/ --scale 4 --out OUT/ --model M --engine ray --workers W --threads T/W   (starts a cluster)
+    upscale_folder_on_ray(LR, OUT, 4, model=M, workers=W, threads_per_worker=T/W)         (cluster already up)
 
 Run from the repository root:
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hr", type=Path, default=REPO.parent / "shared" / "data" / "Set14")
     p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--model", default="eqsr_light", help="a bundled model's name, or an exported directory")
     p.add_argument("--threads", type=int, default=2, help="threads in total (local: all in one session)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     make_lr(a.hr, lr, a.scale)
     run_cmd, _ = asisr_command("asisr-run")
     env = asisr_env()
-    common = [str(lr), "--scale", str(a.scale)]
+    common = [str(lr), "--scale", str(a.scale), "--model", a.model]
     times: dict[str, list[float]] = {"local": [], "ray CLI": [], "ray API": []}
     import ray
 
@@ -67,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
                                           env, REPO, "ray run")[0])
         ray.init(num_cpus=a.threads, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         start = time.perf_counter()
-        upscale_folder_on_ray(lr, out["ray API"], a.scale, workers=a.workers, threads_per_worker=per_worker,
+        upscale_folder_on_ray(lr, out["ray API"], a.scale, model=a.model, workers=a.workers, threads_per_worker=per_worker,
                               progress=False).summary()
         times["ray API"].append(time.perf_counter() - start)
         ray.shutdown()
     images = len(list(lr.iterdir()))
-    print(f"{a.hr.name} x{a.scale}: {images} LR images, bundled default model, {a.threads} threads in total, "
+    print(f"{a.hr.name} x{a.scale}: {images} LR images, model {a.model}, {a.threads} threads in total, "
           f"{a.repeats} run(s) each (min / median s)\n")
     print("| run | how | wall time (s) | outputs equal the local run's |")
     print("|---|---|---|---|")

@@ -1,7 +1,7 @@
 """Load on ``asisr-serve``'s application: requests per second and p50/p99 latency at a few concurrencies.
 
 Why: a service is sized by its throughput and its tail latency under concurrent clients. The
-Ray Serve application of ``asisr-serve`` (bundled default model, ``--replicas`` x ``--threads``)
+Ray Serve application of ``asisr-serve`` (``--model``, default the bundled eqsr_light; ``--replicas`` x ``--threads``)
 runs on a local Ray cluster; clients on localhost POST the same 256x256 crop of a Set14 image
 (``?scale=2``) from a thread pool of each concurrency level, ``--requests-per-client`` each,
 after one warm-up request per replica. With a few dozen requests, p99 is about the slowest one.
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", type=Path, default=REPO.parent / "shared" / "data" / "Set14" / "baboon.png")
     p.add_argument("--edge", type=int, default=256)
     p.add_argument("--scale", default="2")
+    p.add_argument("--model", default="eqsr_light", help="a bundled model's name, or an exported directory")
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
              logging_level=logging.WARNING)
     rows = []
     try:
-        base = start_service(ServiceOptions(UpscalerSpec(threads=a.threads)), port=port, replicas=a.replicas)
+        base = start_service(ServiceOptions(UpscalerSpec(model=a.model, threads=a.threads)), port=port, replicas=a.replicas)
         url = f"{base}/upscale?scale={a.scale}"
         with ThreadPoolExecutor(max_workers=a.replicas) as pool:  # warm-up: one per replica
             list(pool.map(lambda _: post(url, body), range(a.replicas)))
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_service()
         ray.shutdown()
-    print(f"{a.edge}x{a.edge} PNG (crop of {a.image.name}) x{a.scale}, bundled default model, {a.replicas} replicas x "
+    print(f"{a.edge}x{a.edge} PNG (crop of {a.image.name}) x{a.scale}, model {a.model}, {a.replicas} replicas x "
           f"{a.threads} thread(s), clients on localhost\n")
     print("| concurrency | requests | requests/s | p50 latency (s) | p99 latency (s) |")
     print("|---|---|---|---|---|")
