@@ -19,7 +19,8 @@ import numpy as np
 from asisr.evaluation.compare import ErrorStats, MaxAbs, compare
 from asisr.runtime import contract
 from asisr.runtime.pipeline import Pipeline
-from asisr.runtime.query import axis_coords, make_query
+from asisr.runtime.descriptor import ModelDescriptor
+from asisr.runtime.query import axis_coords, floor_grid_coords, make_query
 
 DEFAULT_SHAPES = ((17, 23), (32, 24), (45, 38))  # the export example is 19 x 23
 DEFAULT_SCALES = ("2", "3.7", "1.6", "2x3.5")
@@ -125,12 +126,33 @@ def _real_crops(images: Path | None, shapes, rng) -> list[tuple[str, np.ndarray]
     return crops
 
 
+def _query(h: int, w: int, sh: float, sw: float, descriptor: ModelDescriptor | None):
+    """The whole-image query the runtime would make: ``round(s * size)`` pixels told ``out / lr``, or on
+    a ``floor`` size-rule model (official Meta-SR) ``int(s * size)`` pixels on the scale's own grid."""
+    if descriptor is not None and descriptor.size_rule == "floor":
+        return make_query(h, w, max(1, int(h * sh)), max(1, int(w * sw)), grid_scale=(sh, sw))
+    return make_query(h, w, max(1, round(h * sh)), max(1, round(w * sw)))
+
+
+def _window(lr_len: int, s: float, start: int, stop: int, floor_grid: bool) -> np.ndarray:
+    """Output pixels ``start..stop`` of one axis at scale ``s``, on the grid the model samples."""
+    if floor_grid:
+        return floor_grid_coords(lr_len, s, start, stop).astype(np.float32)
+    return axis_coords(lr_len, round(lr_len * s), start, stop).astype(np.float32)
+
+
 def build_cases(shapes=DEFAULT_SHAPES, scales=DEFAULT_SCALES, images: Path | None = None, seed: int = 0,
-                random_inputs: bool = True) -> list[Case]:
+                random_inputs: bool = True, descriptor: ModelDescriptor | None = None) -> list[Case]:
     """Parity cases; ``random_inputs=False`` uses crops of ``images`` only (INT8 graphs are
-    calibrated for photos: uniform noise drives activations past their calibrated ranges)."""
+    calibrated for photos: uniform noise drives activations past their calibrated ranges).
+
+    ``descriptor``: the model's, so the queries are those the runtime makes for it (its size rule's
+    grid); a ``symmetric_only`` model gets no asymmetric case (the runtime refuses them).
+    """
     if not random_inputs and images is None:
         raise ValueError("parity cases without random inputs need a folder of images")
+    floor_grid = descriptor is not None and descriptor.size_rule == "floor"
+    symmetric = descriptor is not None and descriptor.symmetric_only
     rng = np.random.default_rng(seed)
     cases = []
     sources = [("random", rng.random((1, 3, h, w), dtype=np.float32)) for h, w in shapes] if random_inputs else []
@@ -139,8 +161,9 @@ def build_cases(shapes=DEFAULT_SHAPES, scales=DEFAULT_SCALES, images: Path | Non
         h, w = lr.shape[2:]
         for s in scales:
             sh, sw = _parse(s)
-            out = (max(1, round(h * sh)), max(1, round(w * sw)))
-            sc, rows, cols = make_query(h, w, *out)
+            if symmetric and sh != sw:
+                continue
+            sc, rows, cols = _query(h, w, sh, sw, descriptor)
             cases.append(Case(f"{label} {h}x{w} x{s}", lr, sc, rows, cols))
     # A batch mixing scales at one tensor shape, like a training batch: 24x24 output windows.
     h, w = shapes[0]
@@ -149,15 +172,12 @@ def build_cases(shapes=DEFAULT_SHAPES, scales=DEFAULT_SCALES, images: Path | Non
     else:
         pair = [c for _, c in _real_crops(images, [shapes[0]] * 2, rng)]
         lr = np.concatenate((pair * 2)[:2])
-    scale_pair = ((1.7, 1.7), (3.3, 2.4))
-    rows, cols, scs = [], [], []
-    for sh, sw in scale_pair:
-        out_h, out_w = round(h * sh), round(w * sw)
-        rows.append(axis_coords(h, out_h, 3, 27).astype(np.float32))
-        cols.append(axis_coords(w, out_w, 5, 29).astype(np.float32))
-        scs.append((out_h / h, out_w / w))
-    cases.append(Case(f"mixed batch x1.7 + x3.3x2.4 {h}x{w}", lr, np.array(scs, np.float32),
-                      np.stack(rows), np.stack(cols)))
+    scale_pair = ((1.7, 1.7), (3.3, 3.3) if symmetric else (3.3, 2.4))
+    rows = [_window(h, sh, 3, 27, floor_grid) for sh, _ in scale_pair]
+    cols = [_window(w, sw, 5, 29, floor_grid) for _, sw in scale_pair]
+    told = scale_pair if floor_grid else [(round(h * sh) / h, round(w * sw) / w) for sh, sw in scale_pair]
+    label = " + ".join(f"x{sh:g}" if sh == sw else f"x{sh:g}x{sw:g}" for sh, sw in scale_pair)
+    cases.append(Case(f"mixed batch {label} {h}x{w}", lr, np.array(told, np.float32), np.stack(rows), np.stack(cols)))
     return cases
 
 

@@ -293,6 +293,32 @@ def test_cli_odd_sized_photo_and_asymmetric_refusal(exported, official, tmp_path
         assert not (tmp_path / "bad.png").exists()
 
 
+def test_parity_cases_follow_the_floor_grid(model):
+    """asisr-parity's cases for MetaRDN are the runtime's queries: int(s * h) pixels on the scale's own grid,
+    told s, no asymmetric case; other models keep round(s * h) over the LR image."""
+    from asisr.evaluation.parity import build_cases
+
+    cases = {c.name: c for c in build_cases(descriptor=model.descriptor)}
+    c = cases["random 17x23 x3.7"]
+    assert c.rows.shape == (1, int(3.7 * 17)) and c.cols.shape == (1, int(3.7 * 23))
+    assert np.array_equal(c.rows[0], floor_grid_coords(17, 3.7).astype(np.float32))
+    assert np.allclose(c.scale, 3.7)
+    assert not any("2x3.5" in name for name in cases)
+    mixed = next(v for k, v in cases.items() if k.startswith("mixed batch"))
+    assert np.allclose(mixed.scale, [[1.7, 1.7], [3.3, 3.3]])
+    assert np.array_equal(mixed.rows[1], floor_grid_coords(17, 3.3, 3, 27).astype(np.float32))
+    default = {c.name: c for c in build_cases()}["random 17x23 x3.7"]
+    assert default.rows.shape == (1, round(3.7 * 17)) and not np.array_equal(default.rows[0, :62], c.rows[0])
+
+
+def test_cli_parity_passes_on_the_floor_grid(exported, official, capsys):
+    from asisr.cli.parity import main as parity_main
+
+    code, out, err = invoke(parity_main, [exported, "--checkpoint", official[0], "--threads", "1"], capsys)
+    assert code == 0, out + err
+    assert "x2x3.5" not in out and "x3.7" in out and "mixed batch x1.7 + x3.3 " in out
+
+
 # ------------------------------------------------------------------ checkpoint intake
 
 def test_detects_the_full_size_official_layout():

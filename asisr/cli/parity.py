@@ -93,7 +93,8 @@ def parity(
         if precision == "int8" and images is None:
             raise UserError("an int8 model is checked on real images: give --images DIR (random inputs fall "
                             "outside its calibrated ranges)")
-        cases = build_cases(shape_list, scale_list, images, random_inputs=precision != "int8")
+        cases = build_cases(shape_list, scale_list, images, random_inputs=precision != "int8",
+                            descriptor=manifest.model_descriptor())
         candidate = open_pipeline(model_dir, backend, threads, provider)
         report = check_parity(candidate, torch_pipeline(model.reference()), cases, tolerance, precision,
                               per_stage=per_stage)
