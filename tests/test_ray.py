@@ -83,11 +83,13 @@ def test_ray_run_equals_the_local_run_and_reports_the_corrupt_image(cluster, pho
     local, distributed = tmp_path / "local", tmp_path / "ray"
     code, _, err = invoke(run_main, [photos, "-s", "2.5", "-o", local, "--threads", "1", "-m", MODEL], capsys)
     assert code == 2 and "1 of 7 images failed" in err
+    local_line = _error_line(err)
     code, out, err = invoke(run_main, [photos, "-s", "2.5", "-o", distributed, "--threads", "1", "-m", MODEL,
                                        "--engine", "ray", "--workers", "2"], capsys)
     assert code == 2, err
     assert "skipped broken.png: cannot decode image" in err
-    assert _error_line(err).startswith("error: 1 of 7 images failed (first: broken.png: cannot decode image")
+    assert _error_line(err) == local_line  # the local run's last line, word for word
+    assert local_line.startswith("error: 1 of 7 images failed (first: broken.png: cannot decode image")
     assert _outputs(distributed) == _outputs(local)  # byte for byte, nothing hidden left behind
     assert len(_outputs(local)) == 6 and read_image(distributed / "img5.png").shape == (78, 108, 3)
 
@@ -233,8 +235,10 @@ def server(cluster):
 def test_health_says_the_model_and_limits(server, upscaler):
     code, body = _request(server[1] + "/health")
     assert code == 200
-    assert json.loads(body) == {"status": "ok", "model": upscaler.descriptor.arch, "max_scale": upscaler.max_scale,
-                                "max_pixels": MAX_PIXELS, "max_body": MAX_BODY}
+    health = json.loads(body)
+    assert health.pop("replica").keys() == {"images", "batches", "largest_batch"}
+    assert health == {"status": "ok", "model": upscaler.descriptor.arch, "max_scale": upscaler.max_scale,
+                      "max_pixels": MAX_PIXELS, "max_body": MAX_BODY}
 
 
 def test_concurrent_requests_equal_the_local_upscale(server, photos, upscaler):
@@ -254,12 +258,16 @@ def test_concurrent_requests_equal_the_local_upscale(server, photos, upscaler):
         name, query = job
         return job, _request(f"{server[1]}/upscale?{query}", (photos / name).read_bytes())
 
+    before = json.loads(_request(server[1] + "/health")[1])["replica"]
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(ask, jobs))
     for job, (code, body) in answers:
         assert code == 200, body
         image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
         assert np.array_equal(image, expected[job]), job
+    after = json.loads(_request(server[1] + "/health")[1])["replica"]  # one replica: it computed them all
+    assert after["images"] - before["images"] == len(jobs)
+    assert after["batches"] - before["batches"] < len(jobs) and after["largest_batch"] >= 2  # requests were batched
 
 
 @pytest.mark.parametrize("path, query, body, status, message", [

@@ -157,8 +157,8 @@ def done_elsewhere(dst: Path, overwrite: bool, started_ns: int) -> bool:
 def folder_jobs(input_dir: Path, out_dir: Path, overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
     """(source, output) pairs still to do, and how many outputs already existed."""
     if not input_dir.is_dir():
-        raise UserError(f"input folder not found: {input_dir}" if not input_dir.exists() else
-                        f"the Ray engine runs folders; {input_dir} is a file (run it without --engine ray)")
+        raise UserError(f"input not found: {input_dir}" if not input_dir.exists() else
+                        f"--engine ray runs a folder of images; {input_dir} is a file (run it without --engine ray)")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"INPUT is a folder, so --out must be a folder, but {out_dir} is a file")
     images = list_images(input_dir)

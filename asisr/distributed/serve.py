@@ -153,10 +153,12 @@ class UpscaleService:
         self.upscaler = options.spec.open().__enter__()
         self.size_rule = self.upscaler.descriptor.size_rule
         self.compute_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asisr-upscale")
+        self.computed = {"images": 0, "batches": 0, "largest_batch": 0}  # this replica's, since it started
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.upscaler.descriptor.arch, "max_scale": self.upscaler.max_scale,
-                "max_pixels": self.options.max_pixels, "max_body": self.options.max_body}
+                "max_pixels": self.options.max_pixels, "max_body": self.options.max_body,
+                "replica": dict(self.computed)}
 
     async def handle(self, request, run_batched) -> object:
         """Route one request; every refusal is a JSON line, nothing a request sends brings the replica down."""
@@ -217,6 +219,9 @@ class UpscaleService:
         order = sorted(range(len(jobs)), key=lambda i: repr(jobs[i].key))
         for i in order:
             results[i] = self.compute_one(jobs[i])
+        self.computed["images"] += len(jobs)
+        self.computed["batches"] += 1
+        self.computed["largest_batch"] = max(self.computed["largest_batch"], len(jobs))
         return results
 
     def compute_one(self, job: Job) -> tuple[int, bytes]:
