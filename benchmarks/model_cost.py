@@ -18,13 +18,15 @@ RDN_B = {"G0": 64, "D": 16, "C": 8, "G": 64}  # RDNconfig 'B'
 SWINIR = {}  # the official make_swinir() defaults
 CONFIGS = {
     "liif": ("liif", {}), "eqsr_light": ("eqsr_light", {}), "eqsr_hat (paper)": ("eqsr_hat", {}),
-    "lte": ("lte", {}), "metasr": ("metasr", {}),
+    "lte": ("lte", {}), "metasr": ("metasr", {}), "lmf": ("lmf", {}),
     "liif (rdn)": ("liif", {"encoder": "rdn", "encoder_args": RDN_B}),
     "lte (rdn)": ("lte", {"encoder": "rdn", "encoder_args": RDN_B}),
     "metasr (rdn)": ("metasr", {"encoder": "rdn", "encoder_args": RDN_B}),
     "liif (swinir)": ("liif", {"encoder": "swinir", "encoder_args": SWINIR}),
     "lte (swinir)": ("lte", {"encoder": "swinir", "encoder_args": SWINIR}),
     "metasr (swinir)": ("metasr", {"encoder": "swinir", "encoder_args": SWINIR}),
+    "arbrcan": ("arbrcan", {}),  # the released size: 10 groups of 20 RCABs, 64 features
+    "metardn": ("metardn", {}),  # official Meta-SR: RDN config B and the per-pixel filter predictor
 }
 LR, SCALE = 64, 4
 
@@ -45,4 +47,4 @@ if __name__ == "__main__":
 
     for name in sys.argv[1:] or CONFIGS:
         p, b, u = cost(name)
-        print(f"| {name} | {p:.3f} | {b:.5f} | {u:.5f} |")
+        print(f"| {name} | {p:.3f} | {b:.5f} | {u:.5f} |" if u >= 1e-4 else f"| {name} | {p:.3f} | {b:.5f} | {u:.7f} |")
