@@ -6,7 +6,8 @@ is not counted, so "achieved GFLOP/s" is a lower bound on the arithmetic done.
 
 What is counted is what the deployed pipeline runs: the backbone on every LR tile with its
 halo (``lr_spans``), the upsampler on every output tile with the LR feature window it reads
-(``query_spans``), with the tile sizes the ``Upscaler`` planned for that image. Tiles of the
+(``model_query_spans``: on a ``floor`` size-rule model, its own grid), with the tile sizes the
+``Upscaler`` planned for that image. Tiles of the
 same shape cost the same, so each distinct shape is counted once, on "meta" tensors (shapes
 only, no arithmetic), and multiplied by its count: exact, and instant even for 4K outputs.
 The ``fast`` model (used by torch and the ONNX export) and ``model.reference()`` (torch-ref)
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from asisr.runtime.tiling import TilePlan, lr_spans, query_spans, tile_halo
+from asisr.runtime.tiling import TilePlan, lr_spans, tile_halo
+from asisr.runtime.upscaler import model_query_spans
+from asisr.scale import scale_for_size
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,9 @@ class TileFlopCounter:
         halo = tile_halo(d)
         bb_rows, bb_cols = lr_spans(h, plan.lr_tile, halo), lr_spans(w, plan.lr_tile, halo)
         bb_shapes = Counter((r.hi - r.lo, c.hi - c.lo) for r in bb_rows for c in bb_cols)
-        q_rows = query_spans(h, out_h, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
-        q_cols = query_spans(w, out_w, plan.tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
+        told = scale_for_size(h, w, out_h, out_w, d.size_rule, d.symmetric_only)  # as ``upscale_to`` tells it
+        q_rows = model_query_spans(d, h, out_h, plan.tile, told.h)
+        q_cols = model_query_spans(d, w, out_w, plan.tile, told.w)
         up_shapes = Counter((r.lr_hi - r.lr_lo, c.lr_hi - c.lr_lo, len(r.coords), len(c.coords))
                             for r in q_rows for c in q_cols)
         return FlopCount(sum(n * self.backbone(*s) for s, n in bb_shapes.items()),

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from asisr.errors import UserError
+from asisr.runtime.descriptor import ModelDescriptor
 from asisr.runtime.query import floor_grid_coords
 from asisr.runtime.pipeline import Pipeline
 from asisr.runtime.tiling import (
@@ -164,9 +165,7 @@ class Upscaler:
         return scale_for_size(h, w, out_h, out_w, d.size_rule, d.symmetric_only)
 
     def _query_spans(self, lr_len: int, out_len: int, tile: int, scale: float) -> list[QuerySpan]:
-        d = self.descriptor
-        spans = query_spans(lr_len, out_len, tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
-        return spans if d.size_rule == "round" else _on_floor_grid(spans, lr_len, scale, d.upsampler_lr_reach)
+        return model_query_spans(self.descriptor, lr_len, out_len, tile, scale)
 
     def _upscale_rgb(self, rgb: np.ndarray, out_h: int, out_w: int, s: Scale) -> np.ndarray:
         h, w = rgb.shape[:2]
@@ -198,6 +197,13 @@ class Upscaler:
             raise UserError(f"the {self.pipeline.backend} backend produced NaN or infinite values; "
                             "check the model with asisr-parity")
         return np.clip(out, 0.0, 1.0, out=out)
+
+
+def model_query_spans(d: ModelDescriptor, lr_len: int, out_len: int, tile: int, scale: float) -> list[QuerySpan]:
+    """One axis's output tiles and the LR windows they read, on the grid the model samples (its size rule;
+    ``scale``: the one it is told). Also what ``asisr.bench.flops`` counts."""
+    spans = query_spans(lr_len, out_len, tile, d.upsampler_lr_reach, d.upsampler_hr_reach)
+    return spans if d.size_rule == "round" else _on_floor_grid(spans, lr_len, scale, d.upsampler_lr_reach)
 
 
 def _on_floor_grid(spans: list[QuerySpan], lr_len: int, scale: float, lr_reach: int) -> list[QuerySpan]:

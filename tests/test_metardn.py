@@ -311,6 +311,30 @@ def test_parity_cases_follow_the_floor_grid(model):
     assert default.rows.shape == (1, round(3.7 * 17)) and not np.array_equal(default.rows[0, :62], c.rows[0])
 
 
+def test_bench_flops_count_the_tiles_the_runtime_runs(model):
+    """``asisr.bench.flops`` counts MetaRDN's upsampler on the LR windows its floor-grid tiles really read."""
+    from asisr.bench.flops import TileFlopCounter
+    from asisr.runtime.backends.pyt import torch_pipeline
+    from asisr.runtime.upscaler import Upscaler
+
+    pipeline = torch_pipeline(model)
+    run_shapes, upsample = [], pipeline.upsample
+
+    def recording(feat, scale, rows, cols):
+        run_shapes.append((feat.shape[2], feat.shape[3], rows.shape[1], cols.shape[1]))
+        return upsample(feat, scale, rows, cols)
+
+    pipeline.upsample = recording  # the real upsampler, its calls recorded
+    image = np.random.default_rng(0).random((31, 12, 3), dtype=np.float32)
+    with Upscaler(pipeline, tile=16, lr_tile=10_000) as up:
+        up.upscale_to(image, (71, 27))
+        plan = up.last_plan
+    counter = TileFlopCounter(model)
+    counted = counter.image((31, 12), (71, 27), plan)
+    assert counted.upsampler_tiles == len(run_shapes) == 5 * 2
+    assert counted.upsampler == sum(counter.upsampler(*shape) for shape in run_shapes)
+
+
 def test_cli_parity_passes_on_the_floor_grid(exported, official, capsys):
     from asisr.cli.parity import main as parity_main
 
