@@ -277,7 +277,10 @@ def start_service(options: ServiceOptions, host: str = "127.0.0.1", port: int = 
 
 
 def stop_service() -> None:
-    """Stop the application and Serve itself: replicas finish their requests, then the port closes."""
+    """Stop the application (its replicas finish their requests first), and Serve with it unless the
+    cluster runs other applications: a shared cluster keeps its other services and their port."""
     from ray import serve
 
-    serve.shutdown()
+    serve.delete(APP_NAME)
+    if not serve.status().applications:
+        serve.shutdown()
