@@ -185,6 +185,9 @@ def test_a_pool_larger_than_the_cluster_is_refused(cluster, photos, tmp_path, ca
     code, _, err = invoke(run_main, [photos, "-s", "2", "-o", tmp_path / "o", "-m", MODEL, "--engine", "ray",
                                      "--workers", "3"], capsys)
     assert code == 2 and "need 3 CPUs, the Ray cluster has 2 CPUs" in _error_line(err)
+    with pytest.raises(UserError, match=r"need 2 CPUs and 2 GPUs, the Ray cluster has 2 CPUs and 0 GPUs: lower "
+                                        r"--workers, or join a cluster with GPUs"):
+        upscale_folder_on_ray(photos, tmp_path / "o", scale=2, model=MODEL, workers=2, providers=["cuda"])
     code, _, err = invoke(run_main, [photos / "img0.png", "-s", "2", "-o", tmp_path / "x.png", "--engine", "ray"],
                           capsys)
     assert code == 2 and "--engine ray runs a folder of images" in _error_line(err)

@@ -110,7 +110,11 @@ class ImageWriter:
 
     def __init__(self, spec: UpscalerSpec, render: Render, overwrite: bool, started_ns: int):
         self.render, self.overwrite, self.started_ns = render, overwrite, started_ns
-        self.upscaler = spec.open().__enter__()
+        self.upscaler, self.unusable = None, ""
+        try:  # a node without the GPU or the provider asked for: its images fail with the reason, in one line
+            self.upscaler = spec.open().__enter__()
+        except UserError as e:
+            self.unusable = " ".join(str(e).split())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outcomes = [self.one(Path(str(src)), Path(str(dst))) for src, dst in zip(batch["src"], batch["dst"])]
@@ -119,6 +123,8 @@ class ImageWriter:
 
     def one(self, src: Path, dst: Path) -> tuple[str, str]:
         """(status, message) of one image, computed under its claim."""
+        if self.upscaler is None:
+            return FAILED, f"the worker could not open the model: {self.unusable}"
         claim = FileLock(dst.with_name(f".{dst.name}.lock"))
         claim.acquire()  # a local run or another actor writing it: wait, then find it done
         try:
@@ -184,10 +190,13 @@ def check_pool_fits(workers: int, spec: UpscalerSpec) -> None:
     """An actor pool the cluster cannot hold would wait forever: refuse it instead."""
     capacity = cluster_capacity()
     cpus, gpus = workers * spec.threads, workers * spec.gpus
-    if cpus > capacity["CPU"] or gpus > capacity["GPU"]:
-        raise UserError(f"{workers} workers of {spec.threads} threads{f' and {spec.gpus:g} GPU' if gpus else ''} "
-                        f"need {cpus:g} CPUs{f' and {gpus:g} GPUs' if gpus else ''}, the Ray cluster has "
-                        f"{capacity['CPU']:g} CPUs and {capacity['GPU']:g} GPUs: lower --workers or --threads")
+    short_cpu, short_gpu = cpus > capacity["CPU"], gpus > capacity["GPU"]
+    if short_cpu or short_gpu:
+        hint = "lower --workers" + (" or --threads" if short_cpu else "")
+        hint += ", or join a cluster with GPUs (--ray-address)" if short_gpu else ""
+        raise UserError(f"{workers} workers of {spec.threads} threads need {cpus:g} CPUs"
+                        + (f" and {gpus:g} GPUs" if gpus else "")
+                        + f", the Ray cluster has {capacity['CPU']:g} CPUs and {capacity['GPU']:g} GPUs: {hint}")
 
 
 def upscale_folder_on_ray(input_dir: str | Path, out_dir: str | Path, scale: Scale | float | None = None,
