@@ -83,7 +83,7 @@ class FolderRunResult:
     total: int  # images to do when the run started
     existed: int  # outputs already there (skipped)
     written: int = 0
-    others: int = 0  # written meanwhile by another process
+    others: int = 0  # found written when their turn came: by another process, or by a killed worker's attempt
     failed: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -91,7 +91,8 @@ class FolderRunResult:
         if self.failed:
             raise UserError(f"{len(self.failed)} of {self.total} images failed (first: {self.failed[0]})")
         return (f"wrote {self.written} images"
-                + (f" ({self.others} more written meanwhile by another asisr process)" if self.others else "")
+                + (f" ({self.others} more written meanwhile by another asisr process or a retried worker)"
+                   if self.others else "")
                 + ("" if self.total else " (all outputs already existed)"))
 
 
