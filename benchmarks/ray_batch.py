@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                                           env, REPO, "ray run")[0])
         ray.init(num_cpus=a.threads, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         start = time.perf_counter()
-        upscale_folder_on_ray(lr, out["ray API"], a.scale, model=a.model, workers=a.workers, threads_per_worker=per_worker,
-                              progress=False).summary()
+        upscale_folder_on_ray(lr, out["ray API"], a.scale, model=a.model, workers=a.workers,
+                              threads_per_worker=per_worker, progress=False).summary()
         times["ray API"].append(time.perf_counter() - start)
         ray.shutdown()
     images = len(list(lr.iterdir()))

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
              logging_level=logging.WARNING)
     rows = []
     try:
-        base = start_service(ServiceOptions(UpscalerSpec(model=a.model, threads=a.threads)), port=port, replicas=a.replicas)
+        options = ServiceOptions(UpscalerSpec(model=a.model, threads=a.threads))
+        base = start_service(options, port=port, replicas=a.replicas)
         url = f"{base}/upscale?scale={a.scale}"
         with ThreadPoolExecutor(max_workers=a.replicas) as pool:  # warm-up: one per replica
             list(pool.map(lambda _: post(url, body), range(a.replicas)))

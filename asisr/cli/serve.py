@@ -72,12 +72,15 @@ def serve(
     with ray_cluster(ray_address, "asisr-serve"):
         if ray_address is None:  # a local cluster: the proxy listens on this machine
             _check_port_free(host, port)
+        stop = _stop_on_signal()  # from here a Ctrl-C, even while the replicas start, ends in the graceful stop
         typer.echo(f"starting {replicas} replica{'s' * (replicas > 1)} ...", err=True)
-        url = start_service(options, host, port, replicas)
-        typer.echo(f"serving on {url}: POST {url}/upscale?scale=2 (the image as the body), GET {url}/health; "
-                   "Ctrl-C stops", err=True)
         try:
-            _wait_for_signal()
+            url = start_service(options, host, port, replicas)
+            if not stop.is_set():
+                typer.echo(f"serving on {url}: POST {url}/upscale?scale=2 (the image as the body), GET {url}/health;"
+                           " Ctrl-C stops", err=True)
+            while not stop.wait(0.5):
+                pass
         finally:
             typer.echo("stopping: answering the requests in progress ...", err=True)
             stop_service()
@@ -122,13 +125,12 @@ def _check_port_free(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port)") from None
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM, both ending in the same graceful stop."""
+def _stop_on_signal() -> threading.Event:
+    """An event SIGINT and SIGTERM set, instead of interrupting: both end in the same graceful stop."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+    return stop
 
 
 def main(argv: list[str] | None = None) -> int:

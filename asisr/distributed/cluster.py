@@ -31,9 +31,9 @@ def ray_cluster(address: str | None, what: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    starting = {} if address else {"include_dashboard": False}  # joining: the cluster's own settings stand
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, **starting)
     except ConnectionError as e:
         raise UserError(f"cannot join the Ray cluster at {address}: {' '.join(str(e).split())}") from None
     try:

@@ -271,6 +271,7 @@ def start_service(options: ServiceOptions, host: str = "127.0.0.1", port: int = 
 
     if replicas < 1:
         raise UserError("--replicas must be positive")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the command says what matters
     serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
     serve.run(deployment(options, replicas), name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"
