@@ -85,7 +85,7 @@ def test_a_new_output_folder_is_announced(photo, tiny_liif_onnx, tmp_path, capsy
     assert f"creating output folder {tmp_path / 'new'} (and deep in it)" in err
 
 
-@pytest.mark.parametrize("command", ["run", "export", "eval", "parity", "train", "bench"])
+@pytest.mark.parametrize("command", ["run", "export", "eval", "parity", "train", "bench", "serve"])
 def test_help_fits_80_columns_so_no_example_wraps_mid_command(command, monkeypatch):
     import importlib
     import subprocess
