@@ -38,9 +38,9 @@ SCALE = 4
 
 
 def bundled() -> dict[str, Path]:
-    from asisr.weights import WEIGHTS_DIR
+    from asisr.weights import BUNDLED, bundled_path
 
-    return {p.stem: p for p in sorted(Path(WEIGHTS_DIR).glob("*.pt"))}
+    return {name: bundled_path(name) for name in sorted(BUNDLED)}
 
 
 def cost(checkpoint: Path) -> tuple[float, float, float]:
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("/tmp/asisr-speed-vs-psnr"))
-    p.add_argument("--baseline", default="liif_edsr_baseline", help="the model the ratios are to")
+    p.add_argument("--baseline", default="liif", help="the model the ratios are to")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON (for benchmarks/model_card.py)")
     a = p.parse_args(argv)
     models = dict(m.split("=", 1) for m in a.model) if a.model else bundled()
     models = {k: Path(v) for k, v in models.items()}
@@ -104,12 +105,23 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | params (M) | backbone kMACs / LR px | upsampler kMACs / output px | asisr-run s (min / median) "
           f"| time / {a.baseline} | Set5 x4 Y-PSNR (dB) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = {}
     for name, ckpt in models.items():
         params, bb, up = cost(ckpt)
         t = times[name]
+        psnr = psnr_of(a.work / f"out_{name}", hr)
         ratio = f"{min(t) / base:.2f}" if base else "-"
         print(f"| {name} | {params:.3f} | {bb / 1e3:.0f} | {up / 1e3:.1f} | {min(t):.2f} / {statistics.median(t):.2f} "
-              f"| {ratio} | {psnr_of(a.work / f'out_{name}', hr):.3f} |")
+              f"| {ratio} | {psnr:.3f} |")
+        rows[name] = {"params_m": params, "backbone_macs_per_lr_px": bb, "upsampler_macs_per_out_px": up,
+                      "asisr_run_s_min": min(t), "asisr_run_s_median": statistics.median(t),
+                      "time_vs_baseline": min(t) / base if base else None, "set5_x4_psnr_png": psnr,
+                      "command": " ".join(commands[name]), "threads": a.threads, "repeats": a.repeats}
+    if a.json is not None:
+        import json
+
+        a.json.write_text(json.dumps({"job": f"Set5 x{SCALE} asisr-run onnxruntime fp32", "baseline": a.baseline,
+                                      "models": rows}, indent=2))
     print("\ncommands:")
     for run in commands.values():
         print("  " + " ".join(run))

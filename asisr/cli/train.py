@@ -27,7 +27,8 @@ HELP = (
     "  asisr-train --model eqsr_light --data DIV2K_train_HR/ --out runs/light \\\n"
     "      --iters 400000 --extend cosine\n"
     "  asisr-train --model lmf --data photos/ --out runs/lmf --query random \\\n"
-    "      --init-backbone liif.pth --freeze backbone.encoder --teacher liif.pth --pool 4096\n\n"
+    "      --init-backbone liif.pth --freeze backbone.encoder \\\n"
+    "      --teacher liif.pth --pool 4096\n\n"
     "The EMA weights with the best validation PSNR are OUT/best.pt (use with --model anywhere)."
 )
 app = make_app(HELP)
