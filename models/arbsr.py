@@ -41,7 +41,7 @@ Conventions (``docs/arbsr.md``; fixture notes in ``shared/README.md``):
 * Odd sizes. The mask's ``AvgPool2d(2)`` + ``Upsample(2)`` need an even LR size (the official
   test crops the input). Here the pooled branch replicates its last row / column before the
   pool, which equals ``AvgPool2d(2, ceil_mode=True)`` (the last window averages the pixels it
-  has), and the upsampled map is cropped back to the LR size. Even sizes are unchanged.
+  has), and the upsampled map is built at the LR size (its first h x w). Even sizes are unchanged.
 * The sampler is explicit taps and gathers (no ``GridSample``); the whole export uses only
   operators TensorRT's ONNX parser builds, with dynamic shapes and the scale as an input.
 
@@ -165,7 +165,7 @@ def _double_axis(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
 
 
 def double_bilinear(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``Upsample(scale_factor=2, mode='bilinear', align_corners=False)``, cropped to ``h x w``."""
+    """``Upsample(scale_factor=2, mode='bilinear', align_corners=False)``, its first ``h x w`` (built at that size)."""
     return _double_axis(_double_axis(x, 2, h), 3, w)
 
 

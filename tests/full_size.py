@@ -59,7 +59,8 @@ def assert_backends_agree(checkpoint: Path, lr: np.ndarray, queries: list[tuple]
     outputs vary, so a wrong graph could not pass."""
     from asisr.sources import open_pipeline
 
-    with open_pipeline(checkpoint, "torch", threads=1) as pt, open_pipeline(checkpoint, "onnxruntime", threads=1) as ort:
+    pt, ort = open_pipeline(checkpoint, "torch", threads=1), open_pipeline(checkpoint, "onnxruntime", threads=1)
+    with pt, ort:
         for query in queries:
             (feat_pt, rgb_pt), (feat_ort, rgb_ort) = stage_outputs(pt, lr, query), stage_outputs(ort, lr, query)
             assert rgb_pt.shape == (1, 3, query[1].shape[1], query[2].shape[1])

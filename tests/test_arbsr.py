@@ -154,7 +154,7 @@ def test_exported_graphs_are_tensorrt_buildable(mode, exported):
 
 def test_pooled_branch_of_odd_sizes_is_ceil_mode_pooling():
     """Replicating the last row / column before the pool is ``AvgPool2d(2, ceil_mode=True)``; even sizes are
-    the official ``AvgPool2d(2)`` + ``Upsample(2, bilinear)`` unchanged; the upsampled map is cropped back."""
+    the official ``AvgPool2d(2)`` + ``Upsample(2, bilinear)`` unchanged; the upsampled map is its first h x w."""
     x = torch.randn(2, 16, 9, 14)
     assert (half_pool(x) - F.avg_pool2d(x, 2, ceil_mode=True)).abs().max() <= 1e-6
     assert half_pool(x).shape[2:] == (5, 7)
