@@ -206,15 +206,21 @@ def test_ten_bit_stays_ten_bit(clips, upscaler, tmp_path, capsys):
     assert mean >= 40, f"10-bit output frames {mean:.1f} dB from the image path"
 
 
-def test_lossless_equals_the_image_path(clips, upscaler, tmp_path, capsys):
-    out = tmp_path / "lossless.mp4"
-    code, _, err = run([clips["mp4"], "--scale", "1.5", "--lossless", "--out", out, "--threads", "1"], capsys)
+@pytest.mark.parametrize("clip, suffix, codec, pix_fmt", [("mp4", ".mp4", "h264", "gbrp"),
+                                                      ("ten", ".mkv", "ffv1", "gbrp16le")])
+def test_lossless_equals_the_image_path(clip, suffix, codec, pix_fmt, clips, upscaler, tmp_path, capsys):
+    """8-bit: H.264 RGB at qp 0 (decoded as planar gbrp); deeper: FFV1 16-bit RGB. Both decode to the image path's
+    output exactly."""
+    out = tmp_path / f"lossless{suffix}"
+    code, _, err = run([clips[clip], "--scale", "1.5", "--lossless", "--out", out, "--threads", "1"], capsys)
     assert code == 0, err
-    assert video_stream_facts(out)["codec"] == "h264" and video_stream_facts(out)["pix_fmt"] in ("rgb24", "gbrp")
+    facts = video_stream_facts(out)
+    assert (facts["codec"], facts["pix_fmt"]) == (codec, pix_fmt)
     decoded = list(rgb_frames(out))
-    reference = image_path(upscaler, clips["mp4"], (48, 72))
+    reference = image_path(upscaler, clips[clip], (48, 72))
     assert len(decoded) == len(reference) == FRAMES
     for got, want in zip(decoded, reference):
+        assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
 
 
