@@ -15,6 +15,7 @@ Defaults (what ``asisr-run clip.mp4 --scale 2 --out x2.mp4`` does):
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 
 from asisr.errors import UserError
@@ -28,8 +29,9 @@ DEFAULT_CRF = {"libx264": 18, "libx264rgb": 18, "libx265": 20, "libsvtav1": 30, 
 CRF_RANGE = {"libx264": (0, 51), "libx264rgb": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63),
              "libvpx-vp9": (0, 63)}
 LOSSLESS_BY_DEPTH = {8: ("libx264rgb", "rgb24"), 16: ("ffv1", "gbrp16le")}
-# What each encoder prints on stderr by itself is kept to errors.
-_QUIET = {"libx265": {"x265-params": "log-level=error"}, "libsvtav1": {"svtav1-params": "lp=0"}}
+# What each encoder prints on stderr by itself is kept to errors (SVT-AV1 reads SVT_LOG instead, see _quiet_env).
+_QUIET = {"libx265": {"x265-params": "log-level=error"}}
+_SVT_LOG_ERRORS = "1"
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,14 @@ def choose_encoder(codec: str | None, crf: int | None, pix_fmt: str | None, loss
     if fmt not in formats:
         raise UserError(f"pixel format {fmt!r} is not supported by {name}: choose one of {', '.join(formats)}")
     options = {**_quality(name, crf, lossless), **_QUIET.get(name, {})}
+    _quiet_env(name)
     return EncoderSettings(name, fmt, options, lossless or name == "ffv1")
+
+
+def _quiet_env(name: str) -> None:
+    """SVT-AV1 prints its banner and settings on stderr unless SVT_LOG says otherwise (a user's value wins)."""
+    if name == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", _SVT_LOG_ERRORS)
 
 
 def _encoder_name(codec: str | None, lossless: bool, input_depth: int) -> str:

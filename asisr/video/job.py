@@ -398,13 +398,13 @@ def _sequence_folder(target: OutputTarget, overwrite: bool) -> Iterator[Path]:
 
 
 def describe_plan(plan: VideoPlan) -> str:
-    """One line for stderr: what will be made of what."""
+    """One status line for stderr: what will be made of what (ends in " ...", as the CLIs' slow steps do)."""
     s = plan.source
     h, w = plan.size
     what = (f"PNG frames in {plan.target.path}" if plan.target.is_sequence else
             f"{plan.target.path} ({plan.encoder.describe() if plan.encoder else ''})")
     return (f"{s.path.name}: {s.width}x{s.height} {s.codec} {s.pix_fmt}, {s.colour.describe()}, "
-            f"{s.expected_frames or 'unknown number of'} frames -> {w}x{h} {what}")
+            f"{s.expected_frames or 'unknown number of'} frames -> {w}x{h} {what} ...")
 
 
 def rgb_frames(path: Path, depth: int | None = None) -> Iterator[np.ndarray]:
