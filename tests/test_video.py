@@ -156,6 +156,7 @@ def test_mp4_size_frames_timestamps_audio_and_quality(clips, upscaler, tmp_path,
     code, stdout, err = run([clips["mp4"], "--size", "72x48", "--out", out, "--threads", "1"], capsys)
     assert code == 0, err
     assert f"({FRAMES} frames; copied audio aac)" in stdout
+    assert "frame/s" in err  # the progress bar's rate (and ETA) on stderr
     facts = video_stream_facts(out)
     assert facts["size"] == (72, 48) and facts["codec"] == "h264" and facts["pix_fmt"] == "yuv420p"
     assert facts["kinds"] == ["video", "audio"]
@@ -379,6 +380,16 @@ def test_bad_input_is_one_line_and_writes_nothing(case, clips, tmp_path, capsys)
         assert out.read_bytes() == b"keep me"
     else:
         _no_output(out)
+
+
+def test_video_options_on_an_image_are_refused(tmp_path, capsys):
+    from asisr.imageio import write_image
+
+    src, out = tmp_path / "photo.png", tmp_path / "photo_x2.png"
+    write_image(src, np.zeros((8, 8, 3), np.uint8))
+    code, _, err = run([src, "--scale", "2", "--out", out, "--crf", "20"], capsys)
+    assert_user_error(code, err, "apply to video inputs")
+    assert not out.exists()
 
 
 def test_damaged_frame_named_or_skipped(clips, tmp_path, capsys):

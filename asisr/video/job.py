@@ -83,7 +83,7 @@ def output_target(out: Path) -> OutputTarget:
 def plan_video(input: Path, out: Path, overwrite: bool, factor: Scale | None, target: tuple[int, int] | None,
                codec: str | None, crf: int | None, pix_fmt: str | None, lossless: bool) -> VideoPlan:
     """Every check a video job can make before a model is loaded: input, output, encoder, sizes, streams."""
-    from asisr.imageio import check_output_folder
+    from asisr.imageio import check_free_space, check_output_folder, output_bytes
 
     destination = output_target(out)
     source = probe(input)
@@ -94,6 +94,11 @@ def plan_video(input: Path, out: Path, overwrite: bool, factor: Scale | None, ta
         if codec or crf is not None or pix_fmt or lossless:
             raise UserError("--codec, --crf, --pix-fmt and --lossless apply to video files, not to PNG sequences "
                             "(which are lossless)")
+        frames = source.expected_frames
+        if frames:
+            sample_bytes = 1 if source.depth <= 8 else 2
+            check_free_space(destination.path, frames * output_bytes(size, 3, sample_bytes, ".png"),
+                             f"{frames} PNG frames in {destination.path}")
         return VideoPlan(source, destination, size, None, source.colour, overwrite, source.depth)
     settings = choose_encoder(codec, crf, pix_fmt, lossless, source.depth, destination.path.suffix)
     check_frame_size(settings.pix_fmt, size[1], size[0])
