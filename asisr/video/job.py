@@ -196,6 +196,7 @@ class _Frames:
         self.decoded = 0  # good frames so far
         self.bad_pts: list[int] = []  # replacements not yet placed
         self.last: np.ndarray | None = None
+        self.last_pts: int | None = None
 
     def __iter__(self) -> Iterator[tuple]:
         import av
@@ -230,10 +231,21 @@ class _Frames:
                                      "is corrupt")
                 continue
             rgb = to_rgb(frame, self.source.colour, self.depth)
-            yield from self._placed(frame.pts, rgb)
+            pts = self._timestamp(frame.pts)
+            yield from self._placed(pts, rgb)
             self.decoded += 1
             self.last = rgb
-            yield "frame", frame.pts, rgb
+            yield "frame", pts, rgb
+
+    def _timestamp(self, pts) -> int:
+        """The frame's own timestamp; one frame duration after the previous where a stream gives none."""
+        if pts is None:
+            step = 1
+            if self.source.rate:
+                step = max(1, round(1 / (float(self.source.rate) * float(self.source.time_base))))
+            pts = 0 if self.last_pts is None else self.last_pts + step
+        self.last_pts = int(pts)
+        return int(pts)
 
     def _frame_name(self, pts) -> str:
         """``frame 4 (at 0.125 s)``: the number counted in display order from the frame rate where it is known."""
