@@ -15,6 +15,7 @@ formulas in float, which the tests hold swscale to.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,13 +124,33 @@ def to_rgb(frame, colour: Colour, depth: int) -> np.ndarray:
         return frame.to_ndarray(format=target, interpolation=_flags())
     rgb = frame.to_ndarray(format=target, src_colorspace=_sws_space(colour), src_color_range=_sws_range(colour),
                            dst_colorspace=_sws_space(colour), dst_color_range=_full_range(), interpolation=_flags())
-    return _from_swscale_48(rgb) if target == "rgb48le" else rgb
+    return _from_swscale_48(rgb, _white_48(frame.format.name, colour)) if target == "rgb48le" else rgb
 
 
-def _from_swscale_48(rgb: np.ndarray) -> np.ndarray:
-    """swscale's YUV -> RGB48 puts white at 65280 (8-bit white << 8), not 65535: rescale by 257/256."""
-    wide = (rgb.astype(np.uint32) * 257 + 128) >> 8
+def _from_swscale_48(rgb: np.ndarray, white: int) -> np.ndarray:
+    """swscale's Y'CbCr -> RGB48 does not put white at 65535 (8-bit and limited-range sources give 65280, full-range
+    10-bit ones 65472): rescale so that it does."""
+    if white == 65535:
+        return rgb
+    wide = (rgb.astype(np.uint32) * 65535 + white // 2) // white
     return np.minimum(wide, 65535).astype(np.uint16)
+
+
+@functools.lru_cache(maxsize=64)
+def _white_48(pix_fmt: str, colour: Colour) -> int:
+    """Where swscale puts white in RGB48 for ``pix_fmt`` samples of ``colour``: measured on a white frame."""
+    if not _planar_yuv(pix_fmt):
+        return 65280
+    depth = 16 if pix_fmt.endswith("16le") else bit_depth(pix_fmt)
+    offset, y_span, _ = _levels(colour, depth)
+    sub_w, sub_h = _subsampling(pix_fmt)
+    dtype = np.uint8 if depth <= 8 else np.uint16
+    luma = np.full((4, 4), round(offset + y_span), dtype)
+    chroma = np.full((4 // sub_h, 4 // sub_w), 1 << (depth - 1), dtype)
+    frame = _frame_from_planes([luma, chroma, chroma], pix_fmt, colour)
+    white = frame.to_ndarray(format="rgb48le", src_colorspace=_sws_space(colour), src_color_range=_sws_range(colour),
+                             dst_colorspace=_sws_space(colour), dst_color_range=_full_range(), interpolation=_flags())
+    return max(1, int(white[..., 1].max()))
 
 
 def _to_swscale_48(rgb: np.ndarray) -> np.ndarray:
