@@ -405,6 +405,10 @@ def test_damaged_frame_named_or_skipped(clips, tmp_path, capsys):
     code, stdout, err = run([src, "--scale", "1.5", "--out", out, "--threads", "1", "--skip-bad-frames"], capsys)
     assert code == 0, err
     assert f"({FRAMES} frames; 1 bad frames replaced by the previous one)" in stdout
+    lost_start = _damaged_clip(clips["mp4"], tmp_path / "no_keyframe.mkv", bad=0)  # nothing decodes without it
+    code, _, err = run([lost_start, "--scale", "1.5", "--out", tmp_path / "none.mkv", "--skip-bad-frames"], capsys)
+    assert_user_error(code, err, "decodes (1 damaged)")
+    _no_output(tmp_path / "none.mkv")
     # the replacement sits at the lost frame's time (Matroska keeps milliseconds)
     assert [round(float(t), 3) for t in frame_times(out)] == [round(float(t), 3) for t in frame_times(clips["mp4"])]
 

@@ -413,7 +413,7 @@ def _run_video(input: Path, out: Path, render: _Render, overwrite: bool, options
 
     try:
         plan = plan_video(input, out, overwrite, render.factor, render.target, options.codec, options.crf,
-                          options.pix_fmt, options.lossless)
+                          options.pix_fmt, options.lossless, options.skip_bad_frames)
     except KeyboardInterrupt:
         raise Interrupted("interrupted: nothing was written") from None
     typer.echo(describe_plan(plan), err=True)

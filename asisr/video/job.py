@@ -81,12 +81,13 @@ def output_target(out: Path) -> OutputTarget:
 
 
 def plan_video(input: Path, out: Path, overwrite: bool, factor: Scale | None, target: tuple[int, int] | None,
-               codec: str | None, crf: int | None, pix_fmt: str | None, lossless: bool) -> VideoPlan:
+               codec: str | None, crf: int | None, pix_fmt: str | None, lossless: bool,
+               skip_bad_frames: bool = False) -> VideoPlan:
     """Every check a video job can make before a model is loaded: input, output, encoder, sizes, streams."""
     from asisr.imageio import check_free_space, check_output_folder, output_bytes
 
     destination = output_target(out)
-    source = probe(input)
+    source = probe(input, tolerate_bad_frames=skip_bad_frames)
     size = target if target is not None else output_size(source.height, source.width, factor or Scale(1.0, 1.0))
     _check_destination(destination, overwrite)
     check_output_folder(destination.path if destination.is_sequence else destination.path.parent)
@@ -160,6 +161,7 @@ def run_video(plan: VideoPlan, upscale: Callable[[np.ndarray], np.ndarray], skip
                 with _sequence_folder(plan.target, plan.overwrite) as folder:
                     sink = _SequenceSink(folder, plan.target.pattern or SEQUENCE_PATTERN, result)
                     run_stages(frames, transform, sink, sink.finish)
+                    _check_some_frames(plan, result)
             else:
                 with atomic_path(plan.target.path) as tmp:
                     sink = _ContainerSink(tmp, plan, stream, copied, result)
@@ -167,11 +169,15 @@ def run_video(plan: VideoPlan, upscale: Callable[[np.ndarray], np.ndarray], skip
                         run_stages(frames, transform, sink, sink.finish)
                     finally:
                         sink.close()
+                    _check_some_frames(plan, result)  # inside: a file without frames is never renamed into place
     finally:
         container.close()
+    return result
+
+
+def _check_some_frames(plan: VideoPlan, result: VideoResult) -> None:
     if result.frames == 0:
         raise UserError(f"no frames decoded from {plan.source.path}")
-    return result
 
 
 @contextmanager

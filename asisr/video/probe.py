@@ -73,8 +73,11 @@ def open_video(path: Path):
             from None
 
 
-def probe(path: str | Path) -> VideoInput:
-    """Open ``path``, pick its first video stream, decode its first frame (so a damaged start fails here)."""
+def probe(path: str | Path, tolerate_bad_frames: bool = False) -> VideoInput:
+    """Open ``path``, pick its first video stream, decode its first frame (so a damaged start fails here).
+
+    ``tolerate_bad_frames`` (``--skip-bad-frames``): the first frame that decodes describes the stream.
+    """
     path = Path(path)
     container = open_video(path)
     try:
@@ -82,21 +85,34 @@ def probe(path: str | Path) -> VideoInput:
         if not videos:
             raise UserError(f"no video stream in {path}")
         stream = videos[0]
-        first = first_frame(container, stream, path)
+        first = first_frame(container, stream, path, tolerate_bad_frames)
         return _describe(path, container, stream, first)
     finally:
         container.close()
 
 
-def first_frame(container, stream, path: Path):
+MAX_BAD_LEAD = 250  # with tolerate_bad_frames, undecodable packets looked past before giving up
+
+
+def first_frame(container, stream, path: Path, tolerate_bad_frames: bool = False):
     """The first decodable frame, or a one-line error (no frame at all, or the stream cannot be decoded)."""
     import av
 
-    try:
-        for frame in container.decode(stream):
+    failures = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as e:
+            failures += 1
+            if not tolerate_bad_frames or failures > MAX_BAD_LEAD:
+                raise UserError(f"cannot decode frame {failures} of {path}: {ffmpeg_reason(e)}") from None
+            continue
+        for frame in frames:
+            if frame.is_corrupt and tolerate_bad_frames:
+                continue
             return frame
-    except av.error.FFmpegError as e:
-        raise UserError(f"cannot decode frame 1 of {path}: {ffmpeg_reason(e)}") from None
+    if failures:
+        raise UserError(f"no frame of {path} decodes ({failures} damaged)")
     raise UserError(f"no frames in {path}: its video stream is empty")
 
 
