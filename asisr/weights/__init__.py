@@ -15,9 +15,10 @@ WEIGHTS_DIR = Path(__file__).parent
 BUNDLED = {
     "liif": "liif_edsr_baseline.pt",  # the official LIIF weights (BSD-3, LICENSE-liif.txt)
     "eqsr_light": "eqsr_light_default.pt",  # trained by this project; model card in README.md
+    "lmf": "lmf_distilled.pt",  # distilled from the official LIIF by this project; model card in README.md
 }
 # model name -> exported directory (manifest + graphs) of that checkpoint, for torch-free use
-BUNDLED_ONNX = {"liif": "liif_edsr_baseline_onnx", "eqsr_light": "eqsr_light_default_onnx"}
+BUNDLED_ONNX = {"liif": "liif_edsr_baseline_onnx", "eqsr_light": "eqsr_light_default_onnx", "lmf": "lmf_distilled_onnx"}
 # What asisr-run / asisr-export use when no model is given: chosen by measurement (README, "The
 # default model"): no model trained here reaches the official LIIF's quality at a third of its time.
 DEFAULT_MODEL = "liif"
