@@ -94,13 +94,7 @@ def _restore(state: dict) -> None:
 
 def read_image(path: str | Path) -> np.ndarray:
     """HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA); uint8 or uint16."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"input not found: {path}")
-    if not path.is_file():
-        raise UserError(f"input is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise UserError(f"input is empty (0 bytes): {path}")
+    path = check_input_file(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -114,6 +108,23 @@ def read_image(path: str | Path) -> np.ndarray:
             image = np.clip(np.nan_to_num(image), 0, 1).astype(np.float32)
         else:
             raise UserError(f"unsupported pixel type {image.dtype} in {path}")
+    return rgb_order(image, str(path))
+
+
+def check_input_file(path: str | Path) -> Path:
+    """An input that exists, is a file and is not empty, or one error line saying which it is not."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input not found: {path}")
+    if not path.is_file():
+        raise UserError(f"input is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"input is empty (0 bytes): {path}")
+    return path
+
+
+def rgb_order(image: np.ndarray, what: str) -> np.ndarray:
+    """OpenCV's decoded BGR(A) / grey layout as asisr's RGB(A) / HxW grey; ``what`` names the source in errors."""
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 3:
@@ -121,7 +132,7 @@ def read_image(path: str | Path) -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, [2, 1, 0, 3]]
     elif image.ndim != 2:
-        raise UserError(f"unsupported channel layout {image.shape} in {path}")
+        raise UserError(f"unsupported channel layout {image.shape} in {what}")
     return np.ascontiguousarray(image)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from asisr.distributed.batch import Render, UpscalerSpec
 from asisr.errors import UserError
-from asisr.imageio import quiet_codecs
+from asisr.imageio import quiet_codecs, rgb_order
 from asisr.scale import FITS, check_scale_range, output_size, parse_scale, parse_size
 
 DEFAULT_MAX_PIXELS = 16_777_216  # 4096x4096 output: ~200 MB of float32 RGB while it is computed
@@ -121,15 +121,10 @@ def decode_image(data: bytes) -> np.ndarray:
         raise RequestError(415, "the body is not an image asisr can read (it does not decode: corrupt or truncated)")
     if image.dtype not in (np.uint8, np.uint16):
         raise RequestError(415, f"unsupported pixel type {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = image[:, :, ::-1]
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, [2, 1, 0, 3]]
-    elif image.ndim != 2:
-        raise RequestError(415, f"unsupported channel layout {image.shape}")
-    return np.ascontiguousarray(image)
+    try:
+        return rgb_order(image, "the body")
+    except UserError as e:
+        raise RequestError(415, str(e)) from None
 
 
 def encode_png(image: np.ndarray) -> bytes:

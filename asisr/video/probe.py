@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from asisr.errors import UserError
+from asisr.imageio import check_input_file
 from asisr.video.colour import Colour, bit_depth, stream_colour
 
 COPIED_KINDS = ("audio", "subtitle")  # stream-copied (packets remuxed as they are); data streams are dropped
@@ -60,12 +61,7 @@ def open_video(path: Path):
     """The opened input container; a file FFmpeg cannot read as a media file is one error line."""
     import av
 
-    if not path.exists():
-        raise UserError(f"input not found: {path}")
-    if not path.is_file():
-        raise UserError(f"input is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise UserError(f"input is empty (0 bytes): {path}")
+    check_input_file(path)
     try:
         return av.open(str(path), "r")
     except av.error.FFmpegError as e:
