@@ -485,7 +485,7 @@ class Trainer:
                 "data": cfg.data, "batch": cfg.batch, "sampling": asdict(cfg.sampling),
                 "init_backbone": cfg.init_backbone, "hardware": _hardware(cfg)}
         if seconds is not None:
-            card["wall_seconds"] = round(seconds, 1)
+            card["wall_seconds"] = round(seconds, 3)
         if cfg.teacher:
             card["distillation"] = {"teacher": cfg.teacher, "teacher_weight": cfg.teacher_weight,
                                     "freeze": cfg.freeze, "pool": cfg.pool}
