@@ -250,3 +250,24 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
     if needed > free:
         raise UserError(f"not enough disk space for {what}: about {format_bytes(needed)} needed (uncompressed), "
                         f"{format_bytes(free)} free in {folder}")
+
+
+def folder_jobs(folder: Path, out: Path, overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
+    """(source, output) pairs a folder run still has to do, and how many outputs already existed."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"INPUT is a folder, so --out must be a folder, but {out} is a file")
+    images = list_images(folder)
+    if not images:
+        raise UserError(f"no images found in {folder}")
+    jobs = [(src, out / src.name) for src in images if overwrite or not (out / src.name).exists()]
+    return jobs, len(images) - len(jobs)
+
+
+def done_elsewhere(dst: Path, overwrite: bool, started_ns: int) -> bool:
+    """Another process wrote ``dst`` meanwhile: without overwrite it exists now, with it it was written
+    since this run began (``started_ns``, a ``time.time_ns()``)."""
+    try:
+        stat = dst.stat()
+    except FileNotFoundError:
+        return False
+    return not overwrite or stat.st_mtime_ns >= started_ns

@@ -30,8 +30,9 @@ from asisr.imageio import (  # noqa: E402
     check_free_space,
     check_output_folder,
     check_writable,
+    done_elsewhere,
+    folder_jobs,
     image_header,
-    list_images,
     output_bytes,
     read_image,
     write_image,
@@ -187,7 +188,7 @@ def run(
             dst = jobs[0][1]
             made = _make_folder(dst.parent)
             claim = _claim(dst, wait=True, announce=True)
-            if _done_elsewhere(dst, overwrite, started):
+            if done_elsewhere(dst, overwrite, started):
                 typer.echo(f"{dst} was written meanwhile by another asisr process")
                 return
         if backend == "torch" and model is not None and model.is_file():  # importing torch and loading take seconds
@@ -235,7 +236,7 @@ def _prepare(input: Path, out: Path, overwrite: bool, factor: Scale | None, targ
         check_free_space(dst.parent, output_bytes(_planned_size(image.shape[:2], factor, target), channels,
                                                   image.dtype.itemsize, dst.suffix), str(dst))
         return True, dst, image, [(input, dst)], 0
-    jobs, existed = _folder_jobs(input, out, overwrite)
+    jobs, existed = folder_jobs(input, out, overwrite)
     if jobs:  # a finished folder needs no space and may be read-only
         check_output_folder(out)
         check_free_space(out, sum(_job_bytes(src, dst, factor, target) for src, dst in jobs),
@@ -257,17 +258,6 @@ def _job_bytes(src: Path, dst: Path, factor: Scale | None, target: tuple[int, in
         return 0  # not readable: reported when its turn comes
     h, w, channels, sample_bytes = header
     return output_bytes(_planned_size((h, w), factor, target), channels, sample_bytes, dst.suffix)
-
-
-def _folder_jobs(folder: Path, out: Path, overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
-    """(source, output) pairs still to do, and how many outputs already existed."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"INPUT is a folder, so --out must be a folder, but {out} is a file")
-    images = list_images(folder)
-    if not images:
-        raise UserError(f"no images found in {folder}")
-    jobs = [(src, out / src.name) for src in images if overwrite or not (out / src.name).exists()]
-    return jobs, len(images) - len(jobs)
 
 
 def _make_folder(folder: Path) -> list[Path]:
@@ -321,15 +311,6 @@ def _claim(dst: Path, wait: bool, announce: bool = False) -> FileLock | None:
     return lock
 
 
-def _done_elsewhere(dst: Path, overwrite: bool, started: int) -> bool:
-    """Another process wrote ``dst`` meanwhile: without --overwrite it exists now, with it it was written since we started."""
-    try:
-        stat = dst.stat()
-    except FileNotFoundError:
-        return False
-    return not overwrite or stat.st_mtime_ns >= started
-
-
 class _Tally:
     """What a run has done so far, for its last line (also when interrupted)."""
 
@@ -380,7 +361,7 @@ def _one_image(upscaler, job, render: _Render, overwrite: bool, started: int, ta
     if claim is None:
         return False
     try:
-        if _done_elsewhere(dst, overwrite, started):
+        if done_elsewhere(dst, overwrite, started):
             tally.others += 1
             return True
         try:

@@ -20,8 +20,9 @@ import numpy as np
 
 from asisr.distributed.cluster import cluster_capacity, ray_cluster
 from asisr.errors import UserError
-from asisr.imageio import check_free_space, check_output_folder, image_header, list_images, output_bytes, read_image, \
-    write_image
+from asisr.imageio import (check_free_space, check_output_folder, done_elsewhere, image_header, output_bytes,
+                           read_image, write_image)
+from asisr.imageio import folder_jobs as local_folder_jobs
 from asisr.locks import FileLock
 from asisr.scale import FITS, Scale, output_size
 
@@ -152,27 +153,12 @@ def remove_stale_temporaries(dst: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def done_elsewhere(dst: Path, overwrite: bool, started_ns: int) -> bool:
-    """As in the local run: without overwrite the output exists now; with it, it was written since the run began."""
-    try:
-        stat = dst.stat()
-    except FileNotFoundError:
-        return False
-    return not overwrite or stat.st_mtime_ns >= started_ns
-
-
 def folder_jobs(input_dir: Path, out_dir: Path, overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
     """(source, output) pairs still to do, and how many outputs already existed."""
     if not input_dir.is_dir():
         raise UserError(f"input not found: {input_dir}" if not input_dir.exists() else
                         f"--engine ray runs a folder of images; {input_dir} is a file (run it without --engine ray)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"INPUT is a folder, so --out must be a folder, but {out_dir} is a file")
-    images = list_images(input_dir)
-    if not images:
-        raise UserError(f"no images found in {input_dir}")
-    jobs = [(src, out_dir / src.name) for src in images if overwrite or not (out_dir / src.name).exists()]
-    return jobs, len(images) - len(jobs)
+    return local_folder_jobs(input_dir, out_dir, overwrite)
 
 
 def check_outputs_fit(jobs: list[tuple[Path, Path]], out_dir: Path, render: Render) -> None:
