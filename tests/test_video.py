@@ -60,12 +60,15 @@ def flat_patches(h: int, w: int, i: int) -> np.ndarray:
 
 def make_clip(path: Path, w: int = 48, h: int = 32, frames: int = FRAMES, pix_fmt: str = "yuv420p",
               matrix: str = "bt709", rng: str = LIMITED, audio: bool = True, subtitles: bool = False,
-              vfr_steps: tuple[int, ...] | None = None, picture=moving_pattern, crf: str = "12") -> Path:
-    """An H.264 clip of ``picture``; ``vfr_steps`` (ms between frames, cycled) makes the frame rate variable."""
+              vfr_steps: tuple[int, ...] | None = None, picture=moving_pattern, crf: str = "12",
+              gop: int | None = None) -> Path:
+    """An H.264 clip of ``picture``; ``vfr_steps`` (ms between frames, cycled) makes the frame rate variable;
+    ``gop``: a keyframe every ``gop`` frames (x264's default: one every 250)."""
     out = av.open(str(path), "w")
     video = out.add_stream("libx264", rate=24)
     video.width, video.height, video.pix_fmt = w, h, pix_fmt
-    video.options = {"crf": crf}
+    video.options = {"crf": crf} if gop is None else {"crf": crf, "g": str(gop), "keyint_min": str(gop),
+                                                       "sc_threshold": "0"}
     video.codec_context.colorspace, video.codec_context.color_range = AVCOL[matrix], AVRANGE[rng]
     time_base = Fraction(1, 1000) if vfr_steps else Fraction(1, 24)
     video.codec_context.time_base = time_base

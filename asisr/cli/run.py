@@ -113,8 +113,9 @@ def run(
     max_scale: Optional[float] = typer.Option(None, "--max-scale", help="Refuse scales above this (default: the model's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     engine: str = typer.Option("local", "--engine",
-                               help="local (this process; the default) or ray (a folder on a Ray cluster: Ray Data "
-                                    "with an actor pool of upscalers; needs asisr[ray])."),
+                               help="local (this process; the default) or ray (on a Ray cluster: a folder with Ray "
+                                    "Data and an actor pool of upscalers, a video cut at keyframes into segments "
+                                    "upscaled in parallel and joined without re-encoding; needs asisr[ray])."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                               help="With --engine ray: join this cluster (host:port or ray://...); "
                                                    "default: start a local one on this machine."),
@@ -152,13 +153,24 @@ def run(
         raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    from asisr.video import is_video_job
+
+    video_options = _VideoOptions(codec, crf, pix_fmt, lossless, skip_bad_frames)
+    upscaler_args = dict(backend=backend, threads=threads, tile=tile, max_scale=max_scale, providers=provider,
+                         max_memory=budget)
     if engine == "ray":
         from asisr.distributed.batch import FolderRunInterrupted, upscale_folder_on_ray
         from asisr.distributed.cluster import require_ray
 
         require_ray("--engine ray")
         if input.exists() and not input.is_dir():
-            raise UserError(f"--engine ray runs a folder of images; {input} is a file (run it without --engine ray)")
+            if not is_video_job(input, out):
+                raise UserError(f"--engine ray runs a folder of images or a video; {input} is an image file "
+                                "(run it without --engine ray)")
+            _run_video(input, out, render, overwrite, video_options, upscaler_args, model,
+                       _RayOptions(workers, threads or 1, ray_address))
+            return
+        _refuse_video_options(video_options)
         try:
             result = upscale_folder_on_ray(input, out, factor, target, fit, model, backend, workers, threads or 1,
                                            ray_address, provider, budget, tile, max_scale, overwrite)
@@ -168,15 +180,10 @@ def run(
             raise Interrupted("interrupted: nothing was written") from None
         typer.echo(result.summary())
         return
-    from asisr.video import is_video_job
-
     if not sample and is_video_job(input, out):
-        _run_video(input, out, render, overwrite, _VideoOptions(codec, crf, pix_fmt, lossless, skip_bad_frames),
-                   dict(backend=backend, threads=threads, tile=tile, max_scale=max_scale, providers=provider,
-                        max_memory=budget), model)
+        _run_video(input, out, render, overwrite, video_options, upscaler_args, model)
         return
-    if codec is not None or crf is not None or pix_fmt is not None or lossless or skip_bad_frames:
-        raise UserError("--codec, --crf, --pix-fmt, --lossless and --skip-bad-frames apply to video inputs")
+    _refuse_video_options(video_options)
     try:
         single, out, image, jobs, existed = _prepare(input, out, overwrite, factor, target)
     except KeyboardInterrupt:
@@ -382,10 +389,27 @@ class _VideoOptions:
         self.codec, self.crf, self.pix_fmt = codec, crf, pix_fmt
         self.lossless, self.skip_bad_frames = lossless, skip_bad_frames
 
+    def given(self) -> bool:
+        return (self.codec is not None or self.crf is not None or self.pix_fmt is not None or self.lossless
+                or self.skip_bad_frames)
+
+
+def _refuse_video_options(options: _VideoOptions) -> None:
+    if options.given():
+        raise UserError("--codec, --crf, --pix-fmt, --lossless and --skip-bad-frames apply to video inputs")
+
+
+class _RayOptions:
+    """Where and how wide a video runs with --engine ray."""
+
+    def __init__(self, workers: int, threads: int, address: str | None):
+        self.workers, self.threads, self.address = workers, threads, address
+
 
 def _run_video(input: Path, out: Path, render: _Render, overwrite: bool, options: _VideoOptions,
-               upscaler_args: dict, model: Path | None) -> None:
-    """A video job: checked (input, output, encoder) before the model loads, then upscaled frame by frame."""
+               upscaler_args: dict, model: Path | None, on_ray: _RayOptions | None = None) -> None:
+    """A video job: checked (input, output, encoder) before the model loads, then upscaled frame by frame
+    (here, or in segments on Ray)."""
     from asisr.video import require_av
 
     require_av()
@@ -398,17 +422,30 @@ def _run_video(input: Path, out: Path, render: _Render, overwrite: bool, options
     except KeyboardInterrupt:
         raise Interrupted("interrupted: nothing was written") from None
     typer.echo(describe_plan(plan), err=True)
+    segments = 0
     try:
-        upscaler = open_upscaler(model, **upscaler_args)
-        if render.factor is not None:
-            check_scale_range(render.factor, upscaler.max_scale)
-        with upscaler:
-            result = run_video(plan, lambda rgb: render(upscaler, rgb, input), options.skip_bad_frames)
+        if on_ray is not None:
+            from asisr.distributed.batch import Render, UpscalerSpec
+            from asisr.distributed.video import upscale_video_on_ray
+
+            a = upscaler_args
+            spec = UpscalerSpec(None if model is None else str(model), a["backend"], on_ray.threads,
+                                tuple(a["providers"]) if a["providers"] else None, a["tile"], a["max_scale"],
+                                a["max_memory"])
+            result, segments = upscale_video_on_ray(plan, Render(render.factor, render.target, render.fit), spec,
+                                                    on_ray.workers, on_ray.address, options.skip_bad_frames)
+        else:
+            upscaler = open_upscaler(model, **upscaler_args)
+            if render.factor is not None:
+                check_scale_range(render.factor, upscaler.max_scale)
+            with upscaler:
+                result = run_video(plan, lambda rgb: render(upscaler, rgb, input), options.skip_bad_frames)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: {plan.target.path} was not written") from None
     notes = [f"{result.skipped} bad frames replaced by the previous one"] if result.skipped else []
     notes += [f"{result.missing} frames missing from the input"] if result.missing else []
     notes += [f"copied {', '.join(result.copied)}"] if result.copied else []
+    notes += [f"{segments} segment{'s' if segments != 1 else ''} on Ray"] if on_ray is not None else []
     typer.echo(f"wrote {plan.target.path} ({result.frames} frames" + "".join(f"; {n}" for n in notes) + ")")
 
 

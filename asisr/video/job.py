@@ -54,6 +54,16 @@ class VideoPlan:
     work_depth: int = 16  # bits of the RGB frames the model sees and returns (see ``work_depth``)
 
 
+@dataclass(frozen=True)
+class Window:
+    """Part of the input: the frames presented in [start, end) (input time base; ``end`` None: to the end),
+    decoded after a seek to the keyframe at ``start``, which the part must begin with."""
+
+    start: int
+    end: int | None
+    frames: int  # input video packets in it: the frames it must give
+
+
 @dataclass
 class VideoResult:
     frames: int = 0  # written
@@ -148,8 +158,8 @@ def run_video(plan: VideoPlan, upscale: Callable[[np.ndarray], np.ndarray], skip
         # names (and the timestamp a replacement gets) would be the wrong one. Decoding is not the bottleneck.
         stream.thread_type = "SLICE"
         copied = [container.streams[c.index] for c in plan.source.copied] if not plan.target.is_sequence else []
-        frames = _Frames(container, stream, copied, plan.source, skip_bad_frames, result, plan.work_depth)
-        with _progress(plan.source.expected_frames, progress) as bar:
+        frames = DecodedFrames(container, stream, copied, plan.source, skip_bad_frames, result, plan.work_depth)
+        with progress_bar(plan.source.expected_frames, progress) as bar:
             def transform(item):
                 if item[0] != "frame":
                     return item
@@ -158,47 +168,51 @@ def run_video(plan: VideoPlan, upscale: Callable[[np.ndarray], np.ndarray], skip
                 return item[0], item[1], out
 
             if plan.target.is_sequence:
-                with _sequence_folder(plan.target, plan.overwrite) as folder:
-                    sink = _SequenceSink(folder, plan.target.pattern or SEQUENCE_PATTERN, result)
+                with sequence_folder(plan.target, plan.overwrite) as folder:
+                    sink = SequenceSink(folder, plan.target.pattern or SEQUENCE_PATTERN, result)
                     run_stages(frames, transform, sink, sink.finish)
-                    _check_some_frames(plan, result)
+                    check_some_frames(plan, result)
             else:
                 with atomic_path(plan.target.path) as tmp:
-                    sink = _ContainerSink(tmp, plan, stream, copied, result)
+                    sink = ContainerSink(tmp, plan, stream, copied, result)
                     try:
                         run_stages(frames, transform, sink, sink.finish)
                     finally:
                         sink.close()
-                    _check_some_frames(plan, result)  # inside: a file without frames is never renamed into place
+                    check_some_frames(plan, result)  # inside: a file without frames is never renamed into place
     finally:
         container.close()
     return result
 
 
-def _check_some_frames(plan: VideoPlan, result: VideoResult) -> None:
+def check_some_frames(plan: VideoPlan, result: VideoResult) -> None:
     if result.frames == 0:
         raise UserError(f"no frames decoded from {plan.source.path}")
 
 
 @contextmanager
-def _progress(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     with tqdm(total=total or None, desc="upscaling", unit="frame", disable=not enabled, file=sys.stderr) as bar:
         yield bar
 
 
-class _Frames:
+class DecodedFrames:
     """Decoded frames as ("frame", pts, rgb) and copied packets as ("packet", packet), in input order.
 
     A frame the decoder rejects or flags as corrupt stops the job with its number, or, with
     ``skip``, is replaced by the last good frame at its own timestamp (kept in presentation order).
+    With a ``window`` only that part's frames come (no packets): decoding starts at its keyframe and
+    stops at the first frame presented at or after its end (a decoder gives frames in presentation
+    order, so every earlier one has come by then).
     """
 
     def __init__(self, container, stream, copied, source: VideoInput, skip: bool, result: VideoResult,
-                 depth: int):
+                 depth: int, window: Window | None = None):
         self.container, self.stream, self.copied, self.depth = container, stream, copied, depth
-        self.source, self.skip, self.result = source, skip, result
+        self.source, self.skip, self.result, self.window = source, skip, result, window
+        self.passed_end = False
         self.decoded = 0  # good frames so far
         self.bad_pts: list[int] = []  # replacements not yet placed
         self.last: np.ndarray | None = None
@@ -208,12 +222,16 @@ class _Frames:
         import av
 
         try:
+            if self.window is not None:
+                self.container.seek(self.window.start, stream=self.stream, backward=True, any_frame=False)
             for packet in self.container.demux(self.stream, *self.copied):
                 if packet.stream.index != self.stream.index:
                     if packet.dts is not None:
                         yield "packet", packet
                     continue
                 yield from self._decode(packet)
+                if self.passed_end:
+                    break
         except av.error.FFmpegError as e:
             self._broken(f"the input is damaged or truncated after frame {self._position()}: {ffmpeg_reason(e)}")
         yield from self._placed(None)
@@ -222,16 +240,30 @@ class _Frames:
     def _position(self) -> int:
         return self.decoded + self.result.skipped + len(self.bad_pts)
 
+    def _in_window(self, pts) -> bool:
+        """Whether a frame presented at ``pts`` is this part's (one at or after its end ends the part)."""
+        w = self.window
+        if w is None or pts is None:
+            return True
+        if w.end is not None and pts >= w.end:
+            self.passed_end = True
+        return w.start <= pts and not self.passed_end
+
     def _decode(self, packet) -> Iterator[tuple]:
         import av
 
         try:
             frames = packet.decode()
         except av.error.FFmpegError as e:
-            self._bad(packet.pts, f"{self._frame_name(packet.pts)} of {self.source.path} "
-                                  f"cannot be decoded: {ffmpeg_reason(e)}")
+            if self._in_window(packet.pts):
+                self._bad(packet.pts, f"{self._frame_name(packet.pts)} of {self.source.path} "
+                                      f"cannot be decoded: {ffmpeg_reason(e)}")
             return
         for frame in frames:
+            if not self._in_window(frame.pts):
+                if self.passed_end:
+                    return
+                continue  # before the part: leading pictures of an open GOP, which the part before it gives
             if frame.is_corrupt:
                 self._bad(frame.pts, f"{self._frame_name(frame.pts)} of {self.source.path} "
                                      "is corrupt")
@@ -285,7 +317,7 @@ class _Frames:
         print(f"warning: {message}; the output ends there", file=sys.stderr)
 
     def _check_count(self) -> None:
-        expected = self.source.frames
+        expected = self.source.frames if self.window is None else self.window.frames
         seen = self._position() + self.result.missing
         if expected and seen < expected:
             message = (f"{self.source.path} ends after frame {seen} of the {expected} its index lists "
@@ -296,13 +328,16 @@ class _Frames:
             print(f"warning: {message}", file=sys.stderr)
 
 
-class _ContainerSink:
+class ContainerSink:
     """Encodes upscaled frames and muxes them with the copied packets into the temporary output."""
 
-    def __init__(self, tmp: Path, plan: VideoPlan, in_stream, copied, result: VideoResult):
+    def __init__(self, tmp: Path, plan: VideoPlan, in_stream, copied, result: VideoResult,
+                 record: list[tuple[int, int]] | None = None):
+        """``record``: gets (pts, dts) of every encoded packet in muxing order, in the input's time base."""
         import av
 
         assert plan.encoder is not None
+        self.record = record
         self.plan, self.in_stream, self.result = plan, in_stream, result
         self.settings = plan.encoder
         self.output = av.open(str(tmp), "w", format=container_format(plan.target.path.suffix))
@@ -349,9 +384,14 @@ class _ContainerSink:
         frame = from_rgb(rgb, self.settings.pix_fmt, self.plan.colour)
         frame.pts = pts
         frame.time_base = self.plan.source.time_base
-        video = self.video
-        self._encode_errors(lambda: self.output.mux(video.encode(frame)))
+        self._encode_errors(lambda: self._mux_video(frame))
         self.result.frames += 1
+
+    def _mux_video(self, frame) -> None:
+        packets = self.video.encode(frame)
+        if self.record is not None:
+            self.record.extend((int(p.pts), int(p.dts)) for p in packets)
+        self.output.mux(packets)
 
     def _mux_copy(self, packet) -> None:
         packet.stream = self.copies[packet.stream.index]
@@ -368,8 +408,7 @@ class _ContainerSink:
 
     def finish(self) -> None:
         if self.opened:
-            video = self.video
-            self._encode_errors(lambda: self.output.mux(video.encode(None)))
+            self._encode_errors(lambda: self._mux_video(None))
         self.early.clear()  # a video without a frame is not written (run_video says so)
 
     def close(self) -> None:
@@ -380,18 +419,19 @@ class _ContainerSink:
                 raise
 
 
-class _SequenceSink:
-    """PNG frames, numbered from 1 in presentation order (the timestamps are not kept in a sequence)."""
+class SequenceSink:
+    """PNG frames, numbered from 1 in presentation order (the timestamps are not kept in a sequence);
+    ``first``: the number of the first frame this sink writes (a later part of the video starts later)."""
 
-    def __init__(self, folder: Path, pattern: str, result: VideoResult):
-        self.folder, self.pattern, self.result = folder, pattern, result
+    def __init__(self, folder: Path, pattern: str, result: VideoResult, first: int = FIRST_NUMBER):
+        self.folder, self.pattern, self.result, self.first = folder, pattern, result, first
 
     def __call__(self, item) -> None:
         from asisr.imageio import write_image
 
         if item[0] != "frame":
             return
-        write_image(self.folder / (self.pattern % (FIRST_NUMBER + self.result.frames)), item[2])
+        write_image(self.folder / (self.pattern % (self.first + self.result.frames)), item[2])
         self.result.frames += 1
 
     def finish(self) -> None:
@@ -399,7 +439,7 @@ class _SequenceSink:
 
 
 @contextmanager
-def _sequence_folder(target: OutputTarget, overwrite: bool) -> Iterator[Path]:
+def sequence_folder(target: OutputTarget, overwrite: bool) -> Iterator[Path]:
     """A temporary folder beside the destination, renamed to it (or moved into it, with --overwrite) when done."""
     final = target.path
     final.parent.mkdir(parents=True, exist_ok=True)

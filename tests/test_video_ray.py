@@ -1,0 +1,230 @@
+"""``asisr-run clip.mp4 --engine ray``: a video cut at keyframes, segments upscaled on a real local Ray cluster.
+
+Clips are generated with PyAV (48x32, 40 frames, a keyframe every 8) and every run uses the
+bundled default model on ONNX Runtime, one thread per actor. What a user relies on is checked on
+the decoded files: the same frames, timestamps and audio as the input, every segment starting on a
+keyframe, lossless output equal to the local run's, packets copied at the join (not re-encoded),
+and bad input failing with one line and no output (no segment files left either).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="needs Ray, an optional extra (pip install 'asisr[ray]')")
+av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'asisr[video]'): no video tests")
+
+from asisr.cli.run import main as run_main  # noqa: E402
+from asisr.imageio import read_image  # noqa: E402
+from asisr.video.job import plan_video, rgb_frames  # noqa: E402
+from asisr.video.segments import encode_segment, join_segments, plan_segments, scan_packets  # noqa: E402
+from tests.cli_helpers import invoke  # noqa: E402
+from tests.test_video import _damaged_clip, copied_packets, frame_times, make_clip, psnr  # noqa: E402
+
+FRAMES, GOP = 40, 8
+RAY = ["--engine", "ray", "--workers", "2", "--threads", "1"]
+
+
+def run(args, capsys):
+    return invoke(run_main, args, capsys)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "mp4": make_clip(folder / "gops.mp4", frames=FRAMES, gop=GOP),
+        "vfr": make_clip(folder / "vfr.mkv", frames=FRAMES, gop=GOP, vfr_steps=(30, 50, 40), subtitles=True),
+        "one_gop": make_clip(folder / "one_gop.mp4", frames=12, audio=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def upscaler():
+    from asisr.sources import open_upscaler
+
+    with open_upscaler(None, backend="onnxruntime", threads=1) as up:
+        yield up
+
+
+def keyframe_times(path: Path) -> list:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [p.pts * stream.time_base for p in c.demux(stream) if p.size and p.is_keyframe]
+
+
+def video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def assert_error_line(code: int, err: str, fragment: str) -> None:
+    """Exit 2 and the error as the last line, no traceback (the progress bar may show how far it got)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err and lines[-1].startswith("error: ") and fragment in lines[-1], err
+
+
+def no_leftovers(folder: Path) -> None:
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_segments_keep_frames_timing_audio_and_quality(cluster, clips, upscaler, tmp_path, capsys):
+    out = tmp_path / "x2.mp4"
+    code, stdout, err = run([clips["mp4"], "--scale", "2", "--out", out, *RAY], capsys)
+    assert code == 0, err
+    assert f"({FRAMES} frames; copied audio aac; 5 segments on Ray)" in stdout  # 40 frames, 2 workers x 4 parts
+    assert frame_times(out) == frame_times(clips["mp4"])
+    assert copied_packets(out, "audio") == copied_packets(clips["mp4"], "audio")
+    assert keyframe_times(out) == keyframe_times(clips["mp4"])  # every segment starts on one, as the input's GOPs
+    decoded = list(rgb_frames(out))
+    reference = [upscaler.upscale(rgb, scale=2) for rgb in rgb_frames(clips["mp4"])]
+    assert len(decoded) == FRAMES and decoded[0].shape == (64, 96, 3)
+    mean = np.mean([psnr(a, b, 255) for a, b in zip(decoded, reference)])
+    assert mean >= 40, f"segmented output frames {mean:.1f} dB from the image path"
+    no_leftovers(tmp_path)
+
+
+def test_lossless_on_ray_equals_the_local_run(cluster, clips, tmp_path, capsys):
+    local, remote = tmp_path / "local.mkv", tmp_path / "ray.mkv"
+    for out, extra in ((local, ["--threads", "1"]), (remote, RAY)):
+        code, _, err = run([clips["mp4"], "--scale", "1.5", "--lossless", "--out", out, *extra], capsys)
+        assert code == 0, err
+    got, want = list(rgb_frames(remote)), list(rgb_frames(local))
+    assert len(got) == len(want) == FRAMES
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert frame_times(remote) == frame_times(local)
+
+
+def test_variable_frame_rate_and_subtitles(cluster, clips, tmp_path, capsys):
+    out = tmp_path / "vfr_x2.mkv"
+    code, stdout, err = run([clips["vfr"], "--scale", "2", "--out", out, *RAY], capsys)
+    assert code == 0, err
+    assert "copied audio aac, subtitle srt" in stdout
+    assert frame_times(out) == frame_times(clips["vfr"])
+    assert copied_packets(out, "subtitle") == copied_packets(clips["vfr"], "subtitle")
+    assert copied_packets(out, "audio") == copied_packets(clips["vfr"], "audio")
+
+
+def test_png_sequence_on_ray_equals_the_local_one(cluster, clips, tmp_path, capsys):
+    for name, extra in (("local", ["--threads", "1"]), ("ray", RAY)):
+        code, _, err = run([clips["mp4"], "--scale", "1.5", "--out", tmp_path / name / "f_%04d.png", *extra], capsys)
+        assert code == 0, err
+    local, remote = sorted((tmp_path / "local").iterdir()), sorted((tmp_path / "ray").iterdir())
+    assert [p.name for p in remote] == [f"f_{i:04d}.png" for i in range(1, FRAMES + 1)]
+    for a, b in zip(local, remote):
+        np.testing.assert_array_equal(read_image(a), read_image(b))
+    no_leftovers(tmp_path)
+
+
+def test_one_keyframe_is_one_segment(cluster, clips, tmp_path, capsys):
+    out = tmp_path / "one.mp4"
+    code, stdout, err = run([clips["one_gop"], "--scale", "2", "--out", out, *RAY], capsys)
+    assert code == 0, err
+    assert "(12 frames; 1 segment on Ray)" in stdout
+    assert frame_times(out) == frame_times(clips["one_gop"])
+
+
+def test_the_join_copies_the_segments_packets(clips, upscaler, tmp_path):
+    """Without Ray: segments encoded one by one, then joined; the output's video packets are the segments'
+    packets, byte for byte, in order (nothing was decoded or encoded again at the joins)."""
+    out = tmp_path / "joined.mp4"
+    plan = plan_video(clips["mp4"], out, False, None, (48, 72), None, None, None, False)
+    packets = scan_packets(plan)
+    segments = plan_segments(packets, 3)
+    assert [s.window.frames for s in segments] == [16, 16, 8]  # whole GOPs of 8, about 40 / 3 frames each
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    outputs = [encode_segment(plan, s, lambda rgb: upscaler.upscale(rgb, size=(48, 72)), folder) for s in segments]
+    result = join_segments(plan, outputs, packets, out)
+    assert result.frames == FRAMES and result.copied == ["audio aac"]
+    assert video_packets(out) == [b for o in outputs for b in video_packets(o.path)]
+    assert frame_times(out) == frame_times(clips["mp4"])
+
+
+@pytest.mark.parametrize("case", ["truncated", "output_exists", "damaged_frame"])
+def test_bad_input_on_ray_is_one_line_and_leaves_nothing(case, cluster, clips, tmp_path, capsys):
+    src, out = clips["mp4"], tmp_path / "out.mkv"
+    if case == "truncated":
+        src = tmp_path / "cut.mp4"
+        src.write_bytes(clips["mp4"].read_bytes()[: clips["mp4"].stat().st_size // 2])
+        fragment = "truncated"
+    elif case == "output_exists":
+        out.write_bytes(b"keep me")
+        fragment = "output exists"
+    else:
+        src = _damaged_clip(clips["mp4"], tmp_path / "damaged.mkv", bad=27)  # inside the 4th GOP
+        code, _, err = run([src, "--scale", "2", "--out", tmp_path / "local.mkv", "--threads", "1"], capsys)
+        fragment = [line for line in err.splitlines() if line.strip()][-1].removeprefix("error: ")
+        assert "cannot be decoded" in fragment  # the same frame named as by the local run
+    code, _, err = run([src, "--scale", "2", "--out", out, *RAY], capsys)
+    assert_error_line(code, err, fragment)
+    if case == "output_exists":
+        assert out.read_bytes() == b"keep me"
+    else:
+        assert not out.exists()
+    no_leftovers(tmp_path)
+    if case == "damaged_frame":
+        code, stdout, err = run([src, "--scale", "2", "--out", out, "--skip-bad-frames", *RAY], capsys)
+        assert code == 0, err
+        assert f"({FRAMES} frames; 1 bad frames replaced by the previous one;" in stdout
+        assert len(frame_times(out)) == FRAMES
+
+
+def _writer_pids() -> list[int]:
+    """The processes of the run's actors, found by the title Ray gives them."""
+    import psutil
+
+    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+            if "SegmentWriter" in " ".join(p.info["cmdline"] or ())]
+
+
+def test_a_killed_worker_loses_no_frame(cluster, clips, tmp_path, capsys):
+    """SIGKILL to an actor while it encodes a segment: Ray restarts it, the segment is done again from its start,
+    and the output equals the local run's (lossless, so frame for frame)."""
+    from asisr.distributed.batch import Render, UpscalerSpec
+    from asisr.distributed.video import upscale_video_on_ray
+    from asisr.scale import Scale
+
+    local, out = tmp_path / "local.mkv", tmp_path / "ray.mkv"
+    code, _, err = run([clips["mp4"], "--scale", "1.5", "--lossless", "--out", local, "--threads", "1"], capsys)
+    assert code == 0, err
+    plan = plan_video(clips["mp4"], out, False, Scale(1.5, 1.5), None, None, None, None, True)
+    earlier, seen = set(_writer_pids()), {}
+
+    def kill_one_writer_while_it_encodes():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "killed" not in seen:
+            encoding = list(tmp_path.glob(".ray.mkv.*.segments/segment*"))
+            pids = [pid for pid in _writer_pids() if pid not in earlier]
+            if encoding and pids:
+                os.kill(pids[0], signal.SIGKILL)
+                seen["killed"] = len(encoding)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one_writer_while_it_encodes)
+    killer.start()
+    result, segments = upscale_video_on_ray(plan, Render(Scale(1.5, 1.5)), UpscalerSpec(threads=1), workers=2,
+                                            progress=False)
+    killer.join()
+    assert "killed" in seen and seen["killed"] < segments, seen  # killed before the last segment began
+    assert result.frames == FRAMES
+    for a, b in zip(rgb_frames(out), rgb_frames(local), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert frame_times(out) == frame_times(local)
+    no_leftovers(tmp_path)
