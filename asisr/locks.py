@@ -79,3 +79,10 @@ def _same_file(fd: int, path: Path) -> bool:
     except FileNotFoundError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def claim_for(path: str | Path) -> FileLock:
+    """The claim every asisr process takes on an output (or cache entry) ``path`` before making it:
+    ``.NAME.lock`` beside it, so processes on any machine that sees the folder exclude each other."""
+    path = Path(path)
+    return FileLock(path.with_name(f".{path.name}.lock"))

@@ -16,7 +16,7 @@ import asisr
 from asisr import weights
 from asisr.cache import cache_dir
 from asisr.errors import UserError
-from asisr.locks import FileLock
+from asisr.locks import claim_for
 from asisr.runtime.pipeline import Pipeline
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -138,7 +138,7 @@ def export_cached(checkpoint: Path) -> Path:
     except OSError as e:
         raise UserError(f"cannot create the export cache {target.parent}: {e.strerror or e} "
                         "(set ASISR_CACHE to a writable folder)") from None
-    lock = FileLock(target.parent / f".{target.name}.lock")
+    lock = claim_for(target)
     if not lock.acquire(blocking=False):
         print(f"waiting for another asisr process exporting {checkpoint} to ONNX ...", file=sys.stderr, flush=True)
         lock.acquire()

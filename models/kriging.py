@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asisr.models.sampling import bilinear_axis
 from asisr.models.scale_code import OffsetCode, snap_hr_size
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -247,21 +248,11 @@ def _gather(lr_map: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) -> torch.T
     return out.view(b, iy.shape[1], ix.shape[1], c).permute(0, 3, 1, 2)
 
 
-def _bilinear_axis(pos: torch.Tensor, n: int):
-    """Lower/upper LR indices and the upper weight along one axis (pixel k centred at k + 0.5, edges clamped)."""
-    t = pos.float() - 0.5
-    i0 = torch.floor(t)
-    frac = t - i0
-    lo = torch.clamp(i0, min=0.0, max=n - 1.0).long()
-    hi = torch.clamp(i0 + 1.0, min=0.0, max=n - 1.0).long()
-    return lo, hi, frac
-
-
 def _bilinear(lr_map: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Separable bilinear interpolation of an LR map at the query grid (reads 1 LR pixel around each query)."""
     _, _, h, w = lr_map.shape
-    y0, y1, fy = _bilinear_axis(rows, h)
-    x0, x1, fx = _bilinear_axis(cols, w)
+    y0, y1, fy = bilinear_axis(rows.float(), h)
+    x0, x1, fx = bilinear_axis(cols.float(), w)
     fy = fy.to(lr_map.dtype)[:, None, :, None]
     fx = fx.to(lr_map.dtype)[:, None, None, :]
     top = _gather(lr_map, y0, x0) * (1 - fx) + _gather(lr_map, y0, x1) * fx

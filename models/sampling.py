@@ -42,7 +42,7 @@ def gather_rows(lr_map_hwc: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor) ->
     return torch.index_select(lr_map_hwc.reshape(b * h * w, c), 0, index.reshape(-1))
 
 
-def _bilinear_axis(pos: torch.Tensor, n):
+def bilinear_axis(pos: torch.Tensor, n):
     """Lower/upper indices and the upper weight along one axis, centres at ``k + 0.5``, edges clamped."""
     t = pos - 0.5
     i0 = torch.floor(t)
@@ -56,8 +56,8 @@ def bilinear_border(lr_map: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     """(B, C, h, w) at the query grid -> (B, H, W, C): ``grid_sample(bilinear, border, align_corners=False)``."""
     b, c, h, w = lr_map.shape
     hwc = lr_map.permute(0, 2, 3, 1)
-    y0, y1, fy = _bilinear_axis(rows, h)
-    x0, x1, fx = _bilinear_axis(cols, w)
+    y0, y1, fy = bilinear_axis(rows, h)
+    x0, x1, fx = bilinear_axis(cols, w)
     hh, ww = rows.shape[1], cols.shape[1]
 
     def tap(iy, ix):

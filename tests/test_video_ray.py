@@ -37,6 +37,13 @@ def run(args, capsys):
     return invoke(run_main, args, capsys)
 
 
+def run_ok(args, capsys) -> str:
+    """asisr-run that must succeed: its stdout."""
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    return stdout
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
@@ -85,8 +92,7 @@ def no_leftovers(folder: Path) -> None:
 
 def test_segments_keep_frames_timing_audio_and_quality(cluster, clips, upscaler, tmp_path, capsys):
     out = tmp_path / "x2.mp4"
-    code, stdout, err = run([clips["mp4"], "--scale", "2", "--out", out, *RAY], capsys)
-    assert code == 0, err
+    stdout = run_ok([clips["mp4"], "--scale", "2", "--out", out, *RAY], capsys)
     assert f"({FRAMES} frames; copied audio aac; 5 segments on Ray)" in stdout  # 40 frames, 2 workers x 4 parts
     assert frame_times(out) == frame_times(clips["mp4"])
     assert copied_packets(out, "audio") == copied_packets(clips["mp4"], "audio")
@@ -102,8 +108,7 @@ def test_segments_keep_frames_timing_audio_and_quality(cluster, clips, upscaler,
 def test_lossless_on_ray_equals_the_local_run(cluster, clips, tmp_path, capsys):
     local, remote = tmp_path / "local.mkv", tmp_path / "ray.mkv"
     for out, extra in ((local, ["--threads", "1"]), (remote, RAY)):
-        code, _, err = run([clips["mp4"], "--scale", "1.5", "--lossless", "--out", out, *extra], capsys)
-        assert code == 0, err
+        run_ok([clips["mp4"], "--scale", "1.5", "--lossless", "--out", out, *extra], capsys)
     got, want = list(rgb_frames(remote)), list(rgb_frames(local))
     assert len(got) == len(want) == FRAMES
     for a, b in zip(got, want):
@@ -113,8 +118,7 @@ def test_lossless_on_ray_equals_the_local_run(cluster, clips, tmp_path, capsys):
 
 def test_variable_frame_rate_and_subtitles(cluster, clips, tmp_path, capsys):
     out = tmp_path / "vfr_x2.mkv"
-    code, stdout, err = run([clips["vfr"], "--scale", "2", "--out", out, *RAY], capsys)
-    assert code == 0, err
+    stdout = run_ok([clips["vfr"], "--scale", "2", "--out", out, *RAY], capsys)
     assert "copied audio aac, subtitle srt" in stdout
     assert frame_times(out) == frame_times(clips["vfr"])
     assert copied_packets(out, "subtitle") == copied_packets(clips["vfr"], "subtitle")
@@ -123,8 +127,7 @@ def test_variable_frame_rate_and_subtitles(cluster, clips, tmp_path, capsys):
 
 def test_png_sequence_on_ray_equals_the_local_one(cluster, clips, tmp_path, capsys):
     for name, extra in (("local", ["--threads", "1"]), ("ray", RAY)):
-        code, _, err = run([clips["mp4"], "--scale", "1.5", "--out", tmp_path / name / "f_%04d.png", *extra], capsys)
-        assert code == 0, err
+        run_ok([clips["mp4"], "--scale", "1.5", "--out", tmp_path / name / "f_%04d.png", *extra], capsys)
     local, remote = sorted((tmp_path / "local").iterdir()), sorted((tmp_path / "ray").iterdir())
     assert [p.name for p in remote] == [f"f_{i:04d}.png" for i in range(1, FRAMES + 1)]
     for a, b in zip(local, remote):
@@ -134,8 +137,7 @@ def test_png_sequence_on_ray_equals_the_local_one(cluster, clips, tmp_path, caps
 
 def test_one_keyframe_is_one_segment(cluster, clips, tmp_path, capsys):
     out = tmp_path / "one.mp4"
-    code, stdout, err = run([clips["one_gop"], "--scale", "2", "--out", out, *RAY], capsys)
-    assert code == 0, err
+    stdout = run_ok([clips["one_gop"], "--scale", "2", "--out", out, *RAY], capsys)
     assert "(12 frames; 1 segment on Ray)" in stdout
     assert frame_times(out) == frame_times(clips["one_gop"])
 
@@ -180,8 +182,7 @@ def test_bad_input_on_ray_is_one_line_and_leaves_nothing(case, cluster, clips, t
         assert not out.exists()
     no_leftovers(tmp_path)
     if case == "damaged_frame":
-        code, stdout, err = run([src, "--scale", "2", "--out", out, "--skip-bad-frames", *RAY], capsys)
-        assert code == 0, err
+        stdout = run_ok([src, "--scale", "2", "--out", out, "--skip-bad-frames", *RAY], capsys)
         assert f"({FRAMES} frames; 1 bad frames replaced by the previous one;" in stdout
         assert len(frame_times(out)) == FRAMES
 
@@ -202,8 +203,7 @@ def test_a_killed_worker_loses_no_frame(cluster, clips, tmp_path, capsys):
     from asisr.scale import Scale
 
     local, out = tmp_path / "local.mkv", tmp_path / "ray.mkv"
-    code, _, err = run([clips["mp4"], "--scale", "1.5", "--lossless", "--out", local, "--threads", "1"], capsys)
-    assert code == 0, err
+    run_ok([clips["mp4"], "--scale", "1.5", "--lossless", "--out", local, "--threads", "1"], capsys)
     plan = plan_video(clips["mp4"], out, False, Scale(1.5, 1.5), None, None, None, None, True)
     earlier, seen = set(_writer_pids()), {}
 

@@ -37,7 +37,7 @@ from asisr.imageio import (  # noqa: E402
     read_image,
     write_image,
 )
-from asisr.locks import FileLock  # noqa: E402
+from asisr.locks import FileLock, claim_for  # noqa: E402
 from asisr.scale import (  # noqa: E402
     FITS,
     Scale,
@@ -307,7 +307,7 @@ def _claim(dst: Path, wait: bool, announce: bool = False) -> FileLock | None:
 
     None when another process holds it and ``wait`` is off; ``announce`` says on stderr that this one waits.
     """
-    lock = FileLock(dst.with_name(f".{dst.name}.lock"))
+    lock = claim_for(dst)
     if lock.acquire(blocking=False):
         return lock
     if not wait:

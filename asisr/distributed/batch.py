@@ -23,7 +23,7 @@ from asisr.errors import UserError
 from asisr.imageio import (check_free_space, check_output_folder, done_elsewhere, image_header, output_bytes,
                            read_image, write_image)
 from asisr.imageio import folder_jobs as local_folder_jobs
-from asisr.locks import FileLock
+from asisr.locks import claim_for
 from asisr.scale import FITS, Scale, output_size
 
 GPU_PROVIDERS = ("cuda", "tensorrt")
@@ -127,7 +127,7 @@ class ImageWriter:
         """(status, message) of one image, computed under its claim."""
         if self.upscaler is None:
             return FAILED, f"the worker could not open the model: {self.unusable}"
-        claim = FileLock(dst.with_name(f".{dst.name}.lock"))
+        claim = claim_for(dst)
         claim.acquire()  # a local run or another actor writing it: wait, then find it done
         try:
             remove_stale_temporaries(dst)
