@@ -77,8 +77,12 @@ def scan_packets(plan: VideoPlan, skip_bad_frames: bool = False) -> list[InputPa
         stream = container.streams.video[0]
         try:
             for packet in container.demux(stream):
-                if packet.size and packet.pts is not None:
-                    packets.append(InputPacket(int(packet.pts), bool(packet.is_keyframe), int(packet.duration or 0)))
+                if not packet.size:
+                    continue
+                if packet.pts is None:  # segments are cut and joined by presentation time
+                    raise UserError(f"{plan.source.path} has video packets without timestamps, so it cannot be cut "
+                                    "into segments; run it without --engine ray")
+                packets.append(InputPacket(int(packet.pts), bool(packet.is_keyframe), int(packet.duration or 0)))
         except av.error.FFmpegError as e:
             message = (f"{plan.source.path} is damaged or truncated after packet {len(packets)}: "
                        f"{ffmpeg_reason(e)}")
