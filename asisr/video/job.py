@@ -322,6 +322,10 @@ class DecodedFrames:
         if expected and seen < expected:
             message = (f"{self.source.path} ends after frame {seen} of the {expected} its index lists "
                        "(truncated or damaged)")
+            if self.window is not None:
+                start = float(self.window.start * self.source.time_base)
+                message = (f"{self.source.path}: the part from {start:.3f} s gave {seen} of its {expected} frames "
+                           "(truncated or damaged)")
             if not self.skip:
                 raise UserError(f"{message} (--skip-bad-frames keeps what was read)")
             self.result.missing += expected - seen

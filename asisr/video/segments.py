@@ -27,8 +27,10 @@ import numpy as np
 from asisr.errors import UserError
 from asisr.video.job import (
     FIRST_NUMBER,
+    SEQUENCE_PATTERN,
     ContainerSink,
     DecodedFrames,
+    SequenceSink,
     VideoPlan,
     VideoResult,
     Window,
@@ -126,8 +128,6 @@ def encode_segment(plan: VideoPlan, segment: Segment, upscale: Callable[[np.ndar
     Overwrites what a killed attempt at the same segment left. The encoder is the one the whole
     video would get (same codec, options, time base and colour tags); its first frame is a keyframe.
     """
-    from asisr.video.job import SequenceSink
-
     result = VideoResult()
     out = SegmentOutput(segment, None, plan.source.time_base, result=result)
     container = open_video(plan.source.path)
@@ -141,7 +141,7 @@ def encode_segment(plan: VideoPlan, segment: Segment, upscale: Callable[[np.ndar
             return (item[0], item[1], upscale(item[2])) if item[0] == "frame" else item
 
         if plan.target.is_sequence:
-            sink = SequenceSink(folder, plan.target.pattern or "", result, segment.first_number)
+            sink = SequenceSink(folder, plan.target.pattern or SEQUENCE_PATTERN, result, segment.first_number)
             run_stages(frames, transform, sink, sink.finish)
         else:
             out.path = segment_path(folder, plan, segment)
