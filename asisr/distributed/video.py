@@ -21,8 +21,9 @@ from asisr.atomic import atomic_path, current_umask
 from asisr.distributed.batch import Render, UpscalerSpec, check_model, check_pool_fits
 from asisr.distributed.cluster import ray_cluster
 from asisr.errors import UserError
-from asisr.video.job import VideoPlan, VideoResult, progress_bar, sequence_folder
-from asisr.video.segments import Segment, SegmentOutput, encode_segment, join_segments, plan_segments, scan_packets
+from asisr.video.job import VideoPlan, VideoResult, check_some_frames, progress_bar, sequence_folder
+from asisr.video.segments import (Segment, SegmentOutput, encode_segment, join_segments, plan_segments,
+                                  scan_packets, total_result)
 
 SEGMENTS_PER_WORKER = 4  # more segments than actors, so a slow segment does not leave the others idle
 RETRIES = 2  # a segment whose actor dies is given to a restarted actor this many times
@@ -69,24 +70,14 @@ def upscale_video_on_ray(plan: VideoPlan, render: Render, spec: UpscalerSpec, wo
         if plan.target.is_sequence:
             with sequence_folder(plan.target, plan.overwrite) as folder:
                 outputs = _run_pool(plan, segments, folder, render, spec, workers, skip_bad_frames, progress)
-                result = _sum(outputs)
-                if result.frames == 0:
-                    raise UserError(f"no frames decoded from {plan.source.path}")
+                result = total_result(outputs)
+                check_some_frames(plan, result)
             return result, len(segments)
         with _segment_folder(plan.target.path) as folder:
             outputs = _run_pool(plan, segments, folder, render, spec, workers, skip_bad_frames, progress)
             with atomic_path(plan.target.path) as tmp:
                 result = join_segments(plan, outputs, packets, tmp)
     return result, len(segments)
-
-
-def _sum(outputs: list[SegmentOutput]) -> VideoResult:
-    total = VideoResult()
-    for o in outputs:
-        total.frames += o.result.frames
-        total.skipped += o.result.skipped
-        total.missing += o.result.missing
-    return total
 
 
 @contextmanager

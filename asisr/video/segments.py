@@ -171,6 +171,16 @@ def frame_durations(packets: list[InputPacket]) -> dict[int, int]:
     return {t: stored[t] if stored.get(t, 0) > 0 else gaps[t] for t in times}
 
 
+def total_result(outputs: list[SegmentOutput]) -> VideoResult:
+    """The whole job's counts: the segments' frames, replaced frames and missing frames added up."""
+    total = VideoResult()
+    for o in outputs:
+        total.frames += o.result.frames
+        total.skipped += o.result.skipped
+        total.missing += o.result.missing
+    return total
+
+
 def join_segments(plan: VideoPlan, outputs: list[SegmentOutput], packets: list[InputPacket], tmp: Path) -> VideoResult:
     """The segments' packets, in order, with the input's audio and subtitle packets, into ``tmp`` (the output's
     container). Nothing is re-encoded; the video's stream header is the first segment's, which every
@@ -179,11 +189,7 @@ def join_segments(plan: VideoPlan, outputs: list[SegmentOutput], packets: list[I
 
     outputs = sorted(outputs, key=lambda o: o.segment.index)
     durations = frame_durations(packets)
-    result = VideoResult()
-    for o in outputs:
-        result.frames += o.result.frames
-        result.skipped += o.result.skipped
-        result.missing += o.result.missing
+    result = total_result(outputs)
     parts = [av.open(str(o.path), "r") for o in outputs if o.path is not None]
     source = open_video(plan.source.path)
     try:
