@@ -5,6 +5,7 @@ FlopCounterMode), timings only against a clock scripted here or, within a genero
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sys
 import time
@@ -257,12 +258,16 @@ def test_rss_sampler_sees_an_allocation():
     if not LINUX:
         pytest.skip("the RSS sampler reads /proc/self/status (Linux)")
     assert current_rss() is not None
+    size = 96 * 2 ** 20
     with RssSampler(interval=0.001) as s:
-        block = np.ones(96 * 2 ** 20 // 8)  # 96 MiB, touched (a large block: mmap-ed, unmapped on del)
+        # an anonymous mapping of its own, not malloc: after earlier tests glibc may serve a large
+        # block from its heap and keep it on free, so only munmap makes "freed" certain
+        block = mmap.mmap(-1, size)
+        np.frombuffer(block, dtype=np.uint8)[:] = 1  # touched: every page resident
         deadline = time.perf_counter() + 2.0
         while s.peak - s.start < 80 * 2 ** 20 and time.perf_counter() < deadline:
             time.sleep(0.001)
-        del block
+        block.close()
         after = current_rss()
     assert s.growth >= 80 * 2 ** 20
     assert after < s.peak - 64 * 2 ** 20  # the block was freed: the peak is not the final reading
