@@ -44,3 +44,28 @@ def test_a_damaged_entry_is_rebuilt_and_other_providers_are_not_cached(tiny_liif
     plain = SessionFromOnnx(tiny_liif_onnx / "upsampler.onnx", threads=1, graph_sha256=sha, optimization="basic")
     plain()
     assert plain.loaded_from == tiny_liif_onnx / "upsampler.onnx"  # only the default full optimisation is cached
+
+
+def test_profiled_sessions_write_per_node_kernel_times_with_shapes(tiny_liif_onnx, tmp_path, monkeypatch):
+    """``profile_prefix`` (benchmarks/liif_roofline.py) profiles both stages, cached graphs included,
+    and the profile records each node's shapes, which is what the benchmark counts FLOPs from."""
+    import json
+
+    monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
+    _outputs(tiny_liif_onnx)  # fills the optimised-graph cache: the profiled run below loads from it
+    lr = np.random.default_rng(0).random((1, 3, 19, 17), dtype=np.float32)
+    scale, rows, cols = make_query(19, 17, 50, 40)
+    pipeline = open_onnx_pipeline(tiny_liif_onnx, 1, profile_prefix=str(tmp_path / "p"))
+    with pipeline:
+        pipeline.upsample(pipeline.features(lr, scale), scale, rows, cols)
+        files = [pipeline.backbone.session.end_profiling(), pipeline.upsampler.session.end_profiling()]
+    loaded = {r.session_loader.loaded_from.parent.name for r in (pipeline.backbone, pipeline.upsampler)}
+    assert loaded == {"ort-optimized"}
+    names = [p.split("/")[-1] for p in files]
+    assert names[0].startswith("p_backbone_") and names[1].startswith("p_upsampler_")
+    events = json.loads(open(files[1]).read())
+    gemms = [e["args"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+             and e["args"]["op_name"] in ("Gemm", "FusedGemm")]
+    # the MLP's products have one row per query; the per-image cell term is a single row
+    assert {a["input_type_shape"][0]["float"][0] for a in gemms} == {1, 50 * 40}
+    assert open_onnx_pipeline(tiny_liif_onnx, 1).upsampler.session_loader.profile_prefix is None  # off by default

@@ -97,11 +97,15 @@ class SessionFromOnnx:
     and later sessions load it with optimisation off (0.012 s). The result depends on the CPU
     (ORT's NCHWc layout transform), so the key holds the graph, ONNX Runtime's version and the
     CPU's model and flags; an unreadable entry is rebuilt.
+
+    ``profile_prefix`` turns on ONNX Runtime's per-node profiler (``enable_profiling``): the
+    session writes ``PREFIX_<date>.json`` when ``end_profiling()`` is called. For benchmarks
+    that say where the time goes (``benchmarks/liif_roofline.py``); off by default.
     """
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
                  optimization: str = "all", mem_arena: bool = True, mem_pattern: bool = True,
-                 graph_sha256: str | None = None):
+                 graph_sha256: str | None = None, profile_prefix: str | None = None):
         self.path = Path(path)
         self.providers = providers
         self.threads = threads
@@ -109,6 +113,7 @@ class SessionFromOnnx:
         self.mem_arena = mem_arena
         self.mem_pattern = mem_pattern
         self.graph_sha256 = graph_sha256
+        self.profile_prefix = profile_prefix
         self.loaded_from: Path | None = None  # the file the last session was built from
 
     def optimized_cache_path(self, ort_version: str) -> Path:
@@ -160,6 +165,9 @@ class SessionFromOnnx:
         opts.enable_cpu_mem_arena = self.mem_arena
         opts.enable_mem_pattern = self.mem_pattern
         opts.log_severity_level = 3
+        if self.profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = self.profile_prefix
         if save_to is not None:
             opts.optimized_model_filepath = str(save_to)
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
@@ -216,15 +224,20 @@ class OnnxrtRunner(Runner):
 
 
 def open_onnx_pipeline(directory: str | Path, threads: int | None = None,
-                       providers: list[str] | None = None) -> "Pipeline":
-    """A ``Pipeline`` of ONNX Runtime sessions for an exported directory (its manifest verified first)."""
+                       providers: list[str] | None = None, profile_prefix: str | None = None) -> "Pipeline":
+    """A ``Pipeline`` of ONNX Runtime sessions for an exported directory (its manifest verified first).
+
+    ``profile_prefix``: profile both sessions (``SessionFromOnnx``), to ``PREFIX_<stage>_<date>.json``.
+    """
     from asisr.runtime import contract
     from asisr.runtime.manifest import read_manifest
     from asisr.runtime.pipeline import Pipeline
 
     manifest = read_manifest(directory)
     backbone, upsampler = (OnnxrtRunner(SessionFromOnnx(manifest.graph_path(s.name), providers, threads,
-                                                        graph_sha256=manifest.data["graphs"][s.name]["sha256"]), s)
+                                                        graph_sha256=manifest.data["graphs"][s.name]["sha256"],
+                                                        profile_prefix=profile_prefix and f"{profile_prefix}_{s.name}"),
+                                        s)
                            for s in contract.STAGES)
     return Pipeline(backbone, upsampler, manifest.model_descriptor(), manifest.model, Path(directory), manifest,
                     files={s.name: manifest.graph_path(s.name) for s in contract.STAGES})
