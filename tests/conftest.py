@@ -84,3 +84,27 @@ def tiny_liif_onnx(tiny_liif_ckpt, tmp_path_factory) -> Path:
     from asisr.models import load
 
     return export_onnx(load(tiny_liif_ckpt), tmp_path_factory.mktemp("onnx") / "tiny_liif")
+
+
+# ------------------------------------------------------------------ process exit
+
+_EXIT_STATUS: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """End the test process with pytest's exit status once everything is reported, skipping the
+    native libraries' exit-time teardown. One CI run segfaulted (rc 139) after all 674 tests had
+    passed and the summary was printed: this one process has loaded torch, ONNX Runtime, Ray,
+    PyAV and OpenCV together, and their static destructors and leftover threads race at exit.
+    A real failure still exits non-zero; ``ASISR_TEST_NORMAL_EXIT=1`` restores the normal exit."""
+    if "status" in _EXIT_STATUS and os.environ.get("ASISR_TEST_NORMAL_EXIT") != "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["status"])
