@@ -1,33 +1,49 @@
-"""Shared test fixtures. ``../shared`` (beside the checkout) holds real data; tests needing it skip without it."""
+"""Shared test fixtures. ``../shared`` (beside the checkout) holds real data; tests needing it skip without it.
+
+Importable without torch (fixtures that need it import it when they run), so the runtime-only
+tests also run from the torch-free install.
+"""
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LIIF_CKPT = SHARED / "weights" / "liif" / "edsr-baseline-liif.pth"
-SET5 = SHARED / "data" / "Set5"
-SET14 = SHARED / "data" / "Set14"
+from tests.shared_data import LIIF_CKPT, REAL_HOME, need
+from tests.tiny_models import make_tiny_eqsr
 
-
-def need(path: Path) -> Path:
-    """Skip the calling test, naming the missing path, unless it exists."""
-    if not path.exists():
-        pytest.skip(f"needs {path} (the shared data folder beside the checkout), which is absent")
-    return path
+ROOT = Path(__file__).resolve().parents[1]
+# The subpackages live at the top of the checkout and are linked into asisr/: imported by their
+# top-level names they would load a second copy of the code (a second model registry, say).
+LINKED = ("bench", "calibration", "evaluation", "export", "models", "runtime", "training")
 
 
-REAL_HOME = Path.home()  # before the session fixture below points HOME elsewhere
+class _LinkedPackageGuard(importlib.abc.MetaPathFinder):
+    """``import models`` (or any linked subpackage by its folder name) fails, saying which name to use.
+
+    ``python -m pytest`` puts the working directory on ``sys.path``; without this guard a stray
+    ``import models.registry`` would quietly succeed from the checkout."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if path is None and fullname in LINKED:
+            raise ImportError(f"import asisr.{fullname}, not {fullname}: the top-level folder is the same code "
+                              "linked into the asisr package, and a second copy would hold its own state")
+        return None
+
+
+sys.meta_path.insert(0, _LinkedPackageGuard())
 
 
 def _pip_cache() -> str:
     xdg = os.environ.get("XDG_CACHE_HOME")
     return str(Path(xdg) / "pip" if xdg else REAL_HOME / ".cache" / "pip")
+
+
 # What the suite redirects: asisr's cache, and the home-based cache and config folders of the
 # libraries it drives (matplotlib's font cache, torch's hub), so the user's home is never written.
 ISOLATED = ("ASISR_CACHE", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "TORCH_HOME")
@@ -71,6 +87,8 @@ def official_liif_onnx(liif_ckpt, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_liif_ckpt(tmp_path_factory) -> Path:
     """A small LIIF with random weights, saved in asisr's checkpoint format."""
+    import torch
+
     from asisr.models import create, save
 
     torch.manual_seed(0)
@@ -86,25 +104,35 @@ def tiny_liif_onnx(tiny_liif_ckpt, tmp_path_factory) -> Path:
     return export_onnx(load(tiny_liif_ckpt), tmp_path_factory.mktemp("onnx") / "tiny_liif")
 
 
-# ------------------------------------------------------------------ process exit
+@pytest.fixture(scope="session")
+def tiny_eqsr(tmp_path_factory):
+    """``get("light" | "hat") -> (model, onnx_dir)``: each tiny EQSR built (seed 0) and exported once per session."""
+    cache: dict = {}
 
-_EXIT_STATUS: dict[str, int] = {}
+    def get(which: str):
+        if which not in cache:
+            import torch
+
+            from asisr.export.onnx import export_onnx
+
+            torch.manual_seed(0)
+            model = make_tiny_eqsr(which)
+            cache[which] = model, export_onnx(model, tmp_path_factory.mktemp("eqsr") / which)
+        return cache[which]
+
+    return get
 
 
-def pytest_sessionfinish(session, exitstatus) -> None:
-    _EXIT_STATUS["status"] = int(exitstatus)
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One local Ray cluster (2 CPUs) for every test that needs one; its GCS address.
 
+    Shut down at the end of the session, so no Ray thread outlives the suite into interpreter exit."""
+    ray = pytest.importorskip("ray", reason="needs Ray, an optional extra (pip install 'asisr[ray]')")
+    import logging
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config) -> None:
-    """End the test process with pytest's exit status once everything is reported, skipping the
-    native libraries' exit-time teardown. One CI run segfaulted (rc 139) after all 674 tests had
-    passed and the summary was printed: this one process has loaded torch, ONNX Runtime, Ray,
-    PyAV and OpenCV together, and their static destructors and leftover threads race at exit.
-    A real failure still exits non-zero; ``ASISR_TEST_NORMAL_EXIT=1`` restores the normal exit."""
-    if "status" in _EXIT_STATUS and os.environ.get("ASISR_TEST_NORMAL_EXIT") != "1":
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS["status"])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.conftest import SHARED, need
+from tests.shared_data import SHARED, need
 
 MANIFESTS = SHARED / "fixtures" / "official_key_manifests.json"
 EXPERT_POOLS = ("weight_pool", "weight_compress", "weight_expand")  # ArbSR: (experts, out, in, k, k)

@@ -29,7 +29,7 @@ from asisr.runtime import contract
 from asisr.runtime.query import make_query
 from asisr.scale import Scale, output_size
 from tests.cli_helpers import invoke
-from tests.conftest import SET5, SHARED, need
+from tests.shared_data import SET5, SHARED, need
 from tests.onnx_ops import CNN_OPS, TENSORRT_OPS, assert_tensorrt_ops
 
 FIXTURE = SHARED / "fixtures" / "arbsr_official_small"

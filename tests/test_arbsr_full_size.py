@@ -29,6 +29,7 @@ def checkpoint(tmp_path_factory):
     return write_random_official("arbrcan_official", tmp_path_factory.mktemp("arbrcan_full") / "model_150.pt")
 
 
+@pytest.mark.slow
 def test_file_has_the_official_layout_and_is_read_as_the_released_model(checkpoint):
     sd = torch.load(checkpoint)
     assert {k: tuple(v.shape) for k, v in sd.items()} == official_layout("arbrcan_official")
@@ -37,6 +38,7 @@ def test_file_has_the_official_layout_and_is_read_as_the_released_model(checkpoi
                                                       "reduction": 16})
 
 
+@pytest.mark.slow
 def test_exports_and_matches_pytorch_off_the_export_shape(checkpoint):
     """Exported at 19x23 with batch 2; run at 12x10, batch 1, at a non-integer and an asymmetric scale."""
     from asisr.sources import export_cached

@@ -167,54 +167,62 @@ def _matmul_flops(n: int) -> int:
     return int(counter.get_total_flops())
 
 
-def _best_time(fn, runs: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def test_gemm_flops_match_an_independent_count():
     assert gemm_flops(3) == 54 and gemm_flops(1000) == 2 * 10 ** 9
     for n in (3, 64, 517):
         assert gemm_flops(n) == _matmul_flops(n), n
 
 
+class _ScriptedClock:
+    """A clock that advances only while a product runs, by that product's scripted duration.
+
+    Whatever the harness does around the products (how often it reads the clock, what it sets up)
+    costs no time on it, so the measured seconds say exactly which products were timed."""
+
+    def __init__(self, durations: dict[str, list[float]]):
+        self.now, self.durations, self.threads = 100.0, {k: list(v) for k, v in durations.items()}, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def product(self, library: str) -> None:
+        self.now += self.durations[library].pop(0)
+
+
 def test_gemm_peak_keeps_the_fastest_timed_repeat(monkeypatch):
-    """A scripted clock: each library is timed ``repeats`` times (the warm-up is not timed), the best
-    repeat is kept, its GFLOP/s come from the independent FLOP count, and the faster library is the peak."""
+    """Each library: one untimed warm-up, ``repeats`` timed products, the best kept; GFLOP/s from the
+    independent FLOP count; the faster library is the peak; torch runs on the requested threads."""
+    import onnxruntime as ort
+
     import asisr.bench.gemm as gemm_module
 
-    durations = {"torch": [0.3, 0.1, 0.2], "onnxruntime": [0.05, 0.5, 0.4]}
-    ticks = []
-    for i, d in enumerate(durations["torch"] + durations["onnxruntime"]):
-        ticks += [10.0 * i, 10.0 * i + d]
-    clock, events, matmul = iter(ticks), [], torch.matmul
+    # the warm-up is the fastest product of each library: were it timed, it would be the "best"
+    clock = _ScriptedClock({"torch": [1e-6, 0.3, 0.2, 0.1], "onnxruntime": [1e-6, 0.5, 0.05, 0.4]})
+    matmul, session_class = torch.matmul, ort.InferenceSession
 
-    def perf_counter():
-        events.append(("tick", torch.get_num_threads()))
-        return next(clock)
-
-    def counted_matmul(*args, **kwargs):
-        events.append(("matmul", torch.get_num_threads()))
+    def timed_matmul(*args, **kwargs):
+        clock.threads.append(torch.get_num_threads())
+        clock.product("torch")
         return matmul(*args, **kwargs)
+
+    class TimedSession(session_class):
+        def run(self, *args, **kwargs):
+            clock.product("onnxruntime")
+            return super().run(*args, **kwargs)
 
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        monkeypatch.setattr(gemm_module.time, "perf_counter", perf_counter)
-        monkeypatch.setattr(torch, "matmul", counted_matmul)
+        monkeypatch.setattr(gemm_module.time, "perf_counter", clock.perf_counter)
+        monkeypatch.setattr(torch, "matmul", timed_matmul)
+        monkeypatch.setattr(ort, "InferenceSession", TimedSession)
         peak = measure_gemm_peak(threads=1, n=64, repeats=3)
         monkeypatch.undo()
         assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(previous)
-    assert next(clock, None) is None  # exactly 3 timed runs per library
-    # torch: an untimed warm-up, then 3 timed products, all with the requested thread count
-    assert events[:10] == [("matmul", 1)] + [("tick", 1), ("matmul", 1), ("tick", 1)] * 3
+    assert clock.durations == {"torch": [], "onnxruntime": []}  # a warm-up and 3 timed products each
+    assert clock.threads == [1, 1, 1, 1]
     flops = _matmul_flops(64)
     assert (peak.n, peak.threads, peak.repeats) == (64, 1, 3)
     assert peak.torch_best_seconds == pytest.approx(0.1) and peak.onnxruntime_best_seconds == pytest.approx(0.05)
@@ -223,34 +231,19 @@ def test_gemm_peak_keeps_the_fastest_timed_repeat(monkeypatch):
     assert peak.gflops == peak.onnxruntime_gflops
 
 
-def test_measured_gemm_peak_agrees_with_a_timing_made_here():
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+def test_measured_gemm_peak_is_consistent():
+    """A real measurement: positive times, and each rate is the FLOP count over its own best time.
 
+    (What the time means is checked on the scripted clock above; a real time is not compared with a
+    band, which on a shared machine could fail for the machine's reasons rather than the code's.)"""
     n = 64
     peak = measure_gemm_peak(threads=1, n=n, repeats=3)
     flops = _matmul_flops(n)
+    assert peak.torch_best_seconds > 0 and peak.onnxruntime_best_seconds is not None
+    assert peak.onnxruntime_best_seconds > 0
     assert peak.torch_gflops * peak.torch_best_seconds * 1e9 == pytest.approx(flops)
     assert peak.onnxruntime_gflops * peak.onnxruntime_best_seconds * 1e9 == pytest.approx(flops)
-    # the same products timed here, best of many, one thread
-    a, b = np.random.default_rng(0).random((2, n, n), dtype=np.float32)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        torch_here = _best_time(lambda: torch.matmul(ta, tb), 30)
-    finally:
-        torch.set_num_threads(previous)
-    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in ("A", "B", "C")]
-    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "mm", io[:2], io[2:])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-                                   .SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    ort_here = _best_time(lambda: session.run(None, {"A": a, "B": b}), 30)
-    # generous factor (a shared machine): catches wrong units, timing set-up work, or not timing the product
-    assert torch_here / 10 < peak.torch_best_seconds < torch_here * 10
-    assert ort_here / 10 < peak.onnxruntime_best_seconds < ort_here * 10
+    assert peak.gflops == max(peak.torch_gflops, peak.onnxruntime_gflops)
 
 
 def test_rss_sampler_sees_an_allocation():
@@ -290,13 +283,16 @@ def test_bench_cli_end_to_end(tiny_liif_ckpt, tiny_liif_onnx, tmp_path, capsys):
     assert (tmp_path / "r.md").is_file() and "wrote" in stdout
 
 
-def test_bench_refuses_to_overwrite(tmp_path, capsys):
+def test_bench_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
+    import asisr.bench.harness as harness
+
+    measured = []
+    monkeypatch.setattr(harness, "run_bench", lambda cfg: measured.append(cfg))
     (tmp_path / "r.json").write_text("keep")
-    start = time.perf_counter()
     code, _, err = invoke(bench_main, ["--jobs", "24x20@3", "--backends", "torch", "--out", tmp_path / "r"], capsys)
     assert_user_error(code, err, "already exists")
     assert (tmp_path / "r.json").read_text() == "keep" and not (tmp_path / "r.md").exists()
-    assert time.perf_counter() - start < 5  # refused before any benchmarking
+    assert measured == []  # refused before any benchmarking
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -215,10 +215,11 @@ def test_default_model_needs_no_flag(rgb_png, tmp_path, capsys):
     assert read_image(out).shape == (60, 72, 3)
 
 
+@pytest.mark.slow
 def test_upstream_eqsr_checkpoint_runs_on_both_backends(rgb_png, tmp_path, capsys, monkeypatch):
     """The same upstream checkpoint and input through torch and through its ONNX export: both give the
     requested size, and the same image (uint8 rounding may differ by one level)."""
-    from tests.conftest import SHARED, need
+    from tests.shared_data import SHARED, need
 
     ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
     monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))

@@ -22,7 +22,7 @@ from asisr.models.edsr import EDSREncoder
 from asisr.models.hat import shifted_window_mask
 from asisr.models.rdn import RDN_CONFIGS, RDNEncoder, rdn_args_from_state
 from asisr.models.swinir import SwinIREncoder, swinir_args_from_state, window_test_pad
-from tests.conftest import SHARED, need
+from tests.shared_data import SHARED, need
 
 FIXTURES = SHARED / "fixtures" / "encoders_official_small"
 MANIFESTS = SHARED / "fixtures" / "official_key_manifests.json"

@@ -16,26 +16,18 @@ from asisr.models.eqsr import asisr_to_upstream, build_eqsr_hat, build_eqsr_ligh
 from asisr.models.hat import overlapping_windows, reflect_index
 from asisr.runtime.query import make_query
 from asisr.models.scale_code import Conv2DMod, ScaleCode, portable_enc, upstream_pos_enc
+from tests.tiny_models import make_tiny_eqsr
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "eqsr_upstream_small"
 
 
 def tiny_hat(**kw):
-    cfg = dict(embed_dim=24, depths=(2, 2), num_heads=(2, 2), window_size=8, upsampler_width=32)
-    cfg.update(kw)
-    return build_eqsr_hat(**cfg).eval()
+    return make_tiny_eqsr("hat", **kw)
 
 
 def tiny_light(**kw):
-    cfg = dict(n_feats=16, n_groups=2, n_resblocks=1, upsampler_width=16)
-    cfg.update(kw)
-    model = build_eqsr_light(**cfg).eval()
-    with torch.no_grad():  # LayerScale starts at 0 (identity); give the modulated path a real weight
-        for group in model.backbone.groups:
-            group.gamma.normal_(0.0, 0.5)
-        model.upsampler.to_rgb[1].weight.normal_(0.0, 0.2)  # zero at init under lr_skip
-    return model
+    return make_tiny_eqsr("light", **kw)
 
 
 def mixed_query(h, w, scales):
@@ -303,13 +295,10 @@ def test_light_lr_skip_is_bilinear_at_init():
 # ------------------------------------------------------------------------------------ ONNX
 
 @pytest.mark.parametrize("which", ["light", "hat"])
-def test_onnx_dynamic_shapes_mixed_scales(which, tmp_path):
+def test_onnx_dynamic_shapes_mixed_scales(which, tiny_eqsr):
     ort = pytest.importorskip("onnxruntime")
-    from asisr.export.onnx import export_onnx  # example input: batch 2, 19x23 -> 41x67
 
-    torch.manual_seed(0)
-    model = tiny_light() if which == "light" else tiny_hat()
-    out_dir = export_onnx(model, tmp_path / which)
+    model, out_dir = tiny_eqsr(which)  # exported with batch 2, 19x23 -> 41x67
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     backbone = ort.InferenceSession(str(out_dir / "backbone.onnx"), opts, providers=["CPUExecutionProvider"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from asisr.imageio import write_image
-from tests.conftest import REAL_HOME
+from tests.shared_data import REAL_HOME
 
 
 def _snapshot(root: Path) -> dict[str, float]:

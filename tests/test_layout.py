@@ -54,6 +54,7 @@ def test_a_torch_import_in_the_runtime_core_breaks_the_contract(tmp_path):
     assert "asisr.runtime.pipeline is not allowed to import torch" in run.stdout, run.stdout[-4000:]
 
 
+@pytest.mark.slow
 def test_static_analysis_resolves_every_import():
     run = subprocess.run([_tool("pyright")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

@@ -19,7 +19,7 @@ import torch
 from asisr.models import load
 from asisr.runtime.query import make_query
 from tests.cli_helpers import invoke
-from tests.conftest import SHARED, need
+from tests.shared_data import SHARED, need
 from tests.onnx_ops import TENSORRT_OPS
 
 FIXTURES = {"lte": SHARED / "fixtures" / "lte_official_small", "metasr": SHARED / "fixtures" / "metasr_liif_small"}

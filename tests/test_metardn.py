@@ -23,7 +23,7 @@ from asisr.runtime.descriptor import ModelDescriptor
 from asisr.runtime.query import floor_grid_coords, make_query
 from asisr.scale import Scale, output_size, scale_for_size
 from tests.cli_helpers import assert_user_error, invoke
-from tests.conftest import SET5, SHARED, need
+from tests.shared_data import SET5, SHARED, need
 from tests.full_size import assert_backends_agree, official_layout, write_random_official
 from tests.onnx_ops import assert_tensorrt_ops
 
@@ -361,6 +361,7 @@ def test_detects_the_full_size_official_layout():
     assert built.descriptor.backbone_halo == 3 + 16 * 8  # SFENet1, SFENet2, GFF.1 and the D x C dense 3x3 convs
 
 
+@pytest.mark.slow
 def test_full_size_layout_exports_and_matches_pytorch(tmp_path):
     """A file of the official full-size layout (random values), read by the detector, exported through the
     intake path (at 19x23, batch 2) and run at 12x10 on the floor grids of x2.7 and x3.3 (~12 s, the export)."""

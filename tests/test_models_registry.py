@@ -19,7 +19,7 @@ from asisr.models import canonicalize, create, detect, list_models, load, read_c
 from asisr.models import registry
 from asisr.models.canonical import CanonicalCheckpoint, strip_prefix
 from asisr.models.registry import Detection, register_detector, register_model
-from tests.conftest import SHARED
+from tests.shared_data import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = Path(asisr.models.__file__).parent

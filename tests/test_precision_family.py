@@ -37,7 +37,7 @@ from asisr.export.fp16 import convert_onnx
 from asisr.export.quantize import Int8Config, quantize_onnx
 from asisr.runtime import contract
 from asisr.runtime.manifest import read_manifest
-from tests.conftest import SHARED, need
+from tests.shared_data import SHARED, need
 from tests.test_calibration import make_photos
 
 CHECKPOINTS = {"lte": SHARED / "fixtures" / "lte_official_small" / "epoch-last.pth",

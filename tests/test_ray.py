@@ -1,18 +1,21 @@
 """asisr on a real local Ray cluster: folder runs on Ray Data, the HTTP service on Ray Serve.
 
-One Ray start-up (2 CPUs) is shared by the whole file. The batch run is compared byte for byte
-with the local run; a worker is killed with SIGKILL while a run goes on; the service is the
+The session's one Ray start-up (2 CPUs, ``ray_cluster`` in conftest) serves the whole file. The
+batch run is compared byte for byte with the local run; a worker is killed with SIGKILL while a
+run goes on (the one that waits for an image's claim, which the test holds); the service is the
 ``asisr-serve`` command itself, joined to the test cluster, loaded from localhost, sent every
 kind of bad request, then stopped with SIGINT. Without Ray the commands' one-line error is
 checked in a subprocess where ``import ray`` fails. The tests pin the lighter bundled model (its
 ONNX graphs ship), so the file's time does not depend on which bundled model is the default.
+The tests run in any order: each service test gets a running ``asisr-serve`` (started again if
+an earlier test stopped it), and each folder run gets the cluster with the service stopped, as
+its replica holds one of the two CPUs the runs' two actors need.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import signal
 import socket
@@ -30,11 +33,17 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="needs Ray, an optional extra (pip install 'asisr[ray]')")
+# Ray Data's and Serve's log handlers keep the sys.stderr they find when imported: imported here, while the
+# suite is collected, they keep pytest's session-long stream, not the captured stderr of whichever test
+# imported them first (closed when that test ends, after which every Ray log line becomes a traceback).
+pytest.importorskip("ray.data")
+pytest.importorskip("ray.serve")
 
 from asisr.cli.run import main as run_main  # noqa: E402
 from asisr.distributed.batch import upscale_folder_on_ray  # noqa: E402
 from asisr.errors import UserError  # noqa: E402
 from asisr.imageio import read_image, write_image  # noqa: E402
+from asisr.locks import claim_for  # noqa: E402
 from asisr.sources import open_upscaler  # noqa: E402
 from tests.cli_helpers import invoke  # noqa: E402
 
@@ -44,11 +53,12 @@ MAX_PIXELS, MAX_BODY = 50_000, 64 << 10
 MODEL = "eqsr_light"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+@pytest.fixture
+def cluster(ray_cluster, service) -> str:
+    """The session's cluster (its address) with both CPUs free for a folder run's two actors: a running
+    ``asisr-serve`` is stopped first (its replica holds a CPU; a later service test starts it again)."""
+    service.stop()
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
@@ -111,42 +121,78 @@ def test_a_restart_does_only_what_is_missing(cluster, photos, tmp_path):
         again.summary()
 
 
-def _actor_pids() -> list[int]:
-    """The processes of the run's actors, found by the title Ray gives them."""
-    import psutil
+def _lock_waiters(lock: Path) -> list[int]:
+    """The processes blocked in ``flock`` on the file ``lock``, from ``/proc/locks``.
 
+    A waiter's line reads ``N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``; the inode is the lock file's."""
+    inode = str(os.stat(lock).st_ino)
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if "MapBatches(ImageWriter)" in " ".join(proc.info["cmdline"] or ()):
-            pids.append(proc.info["pid"])
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[1:3] == ["->", "FLOCK"] and fields[6].rsplit(":", 1)[-1] == inode:
+            pids.append(int(fields[5]))
     return pids
 
 
+def _exited(pid: int, timeout: float = 30) -> bool:
+    """Whether process ``pid`` is gone (or a zombie waiting to be reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="finds the blocked actor in /proc/locks (Linux)")
 def test_a_killed_worker_loses_nothing(cluster, upscaler, tmp_path):
+    """The test holds p5.png's claim, so the actor given p5 blocks on it with the other images done or under
+    way; that actor (the one process waiting for the lock) is killed, then the claim is let go. Ray restarts
+    the actor and retries its task: nothing is lost or written twice."""
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
+    out.mkdir()
     rng = np.random.default_rng(3)
     images = {f"p{i}.png": rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for i in range(6)}
     for name, image in images.items():
         write_image(src / name, image)
-    seen: dict = {}
-    earlier = set(_actor_pids())  # an earlier run's actor still winding down is not this run's
+    held = claim_for(out / "p5.png")
+    held.acquire()  # p5.png cannot be written while the test holds its claim: the kill lands mid-run
+    lock, seen, finished = held.path, {}, threading.Event()
 
-    def kill_one_actor_after_the_first_output():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(out.glob("p*.png")):
-            time.sleep(0.02)
-        pids = [pid for pid in _actor_pids() if pid not in earlier]
-        seen["done_at_kill"] = len(list(out.glob("p*.png")))
-        if pids:
-            os.kill(pids[0], signal.SIGKILL)
-            seen["killed"] = pids[0]
+    def kill_the_actor_waiting_for_the_claim():
+        try:
+            deadline = time.monotonic() + 120
+            while not (waiters := _lock_waiters(lock)):
+                if finished.is_set() or time.monotonic() > deadline:
+                    seen["error"] = f"no process blocked on {lock.name} while the run went on (120 s at most)"
+                    return
+                time.sleep(0.02)
+            pid = waiters[0]
+            seen["done_at_kill"] = len(list(out.glob("p*.png")))
+            seen["command"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            os.kill(pid, signal.SIGKILL)
+            seen["killed"], seen["exited"] = pid, _exited(pid)
+            print(f"killed pid {pid} ({seen['command']}) blocked on {lock.name}; exited: {seen['exited']}")
+        except Exception as e:  # said by the test, not lost in this thread
+            seen["error"] = repr(e)
+        finally:
+            held.release()  # whatever happened: the run can finish
 
-    killer = threading.Thread(target=kill_one_actor_after_the_first_output)
+    killer = threading.Thread(target=kill_the_actor_waiting_for_the_claim)
     killer.start()
-    result = upscale_folder_on_ray(src, out, scale=4, model=MODEL, workers=2, progress=False)
-    killer.join()
-    assert "killed" in seen and seen["done_at_kill"] < len(images), seen  # killed mid-run
+    try:
+        result = upscale_folder_on_ray(src, out, scale=4, model=MODEL, workers=2, progress=False)
+    finally:
+        finished.set()
+        killer.join()
+    assert "error" not in seen, seen["error"]
+    assert seen["killed"] != os.getpid() and seen["exited"], seen  # a worker process, and the kill ended it
+    assert seen["done_at_kill"] < len(images), seen  # killed mid-run (p5.png was not done)
     assert result.failed == [] and result.written + result.others == len(images)
     assert sorted(p.name for p in out.iterdir()) == sorted(images)  # no temporary or lock file left
     for name, image in images.items():
@@ -181,7 +227,7 @@ def test_ctrl_c_says_what_was_written_and_the_same_command_resumes(cluster, tmp_
     assert sorted(p.name for p in out.iterdir()) == [f"q{i}.png" for i in range(6)]
 
 
-def test_a_pool_larger_than_the_cluster_is_refused(cluster, photos, tmp_path, capsys):
+def test_a_pool_larger_than_the_cluster_is_refused(ray_cluster, photos, tmp_path, capsys):
     code, _, err = invoke(run_main, [photos, "-s", "2", "-o", tmp_path / "o", "-m", MODEL, "--engine", "ray",
                                      "--workers", "3"], capsys)
     assert code == 2 and "need 3 CPUs, the Ray cluster has 2 CPUs" in _error_line(err)
@@ -211,32 +257,88 @@ def _request(url: str, data: bytes | None = None, method: str | None = None) -> 
         return e.code, e.read()
 
 
+def _free_cpus(timeout: float = 60) -> None:
+    """Wait until every CPU of the cluster is free again (a stopped replica's is given back shortly after)."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the cluster's CPUs were not all free {timeout:g} s after asisr-serve stopped: "
+                        f"{ray.available_resources()} of {ray.cluster_resources()}")
+        time.sleep(0.1)
+
+
+class Service:
+    """``asisr-serve`` joined to the test cluster, started when a test needs it and none is running.
+
+    Serve is one per cluster, so a new process is started only once the previous one has exited.
+    Its stderr goes to a file (a pipe nobody reads could fill up and block it)."""
+
+    def __init__(self, address: str, logs: Path):
+        self.address, self.logs = address, logs
+        self.proc: subprocess.Popen | None = None
+        self.url, self.log, self.starts = "", logs / "none.log", 0
+
+    def start(self) -> "Service":
+        """Running and answering /health: the one already running, or a new one."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.stop()  # reaps the one an earlier test stopped
+        port = _free_port()
+        self.starts += 1
+        self.url, self.log = f"http://127.0.0.1:{port}", self.logs / f"serve{self.starts}.log"
+        command = [sys.executable, "-m", "asisr.cli.serve", "--ray-address", self.address, "--port", str(port),
+                   "--max-pixels", str(MAX_PIXELS), "--max-body", str(MAX_BODY), "--threads", "1", "--model", MODEL]
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if _request(self.url + "/health")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.25)
+        _, err = self.stop()
+        pytest.fail("asisr-serve did not come up within 90 s: " + err[-3000:])
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int | None, str]:
+        """Stop it with ``signum`` (SIGKILL if it has not exited 60 s later) unless it has stopped already,
+        and wait for it to exit and for its CPU to be free; its exit status and stderr (None, "" if none ran)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None, ""
+        if proc.poll() is None:
+            proc.send_signal(signum)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0:  # it did not take Serve down with it: do it here, so the cluster is free
+            from ray import serve
+
+            serve.shutdown()
+        _free_cpus()
+        return proc.returncode, self.log.read_text()
+
+
 @pytest.fixture(scope="module")
-def server(cluster):
-    port = _free_port()
-    command = [sys.executable, "-m", "asisr.cli.serve", "--ray-address", cluster, "--port", str(port),
-               "--max-pixels", str(MAX_PIXELS), "--max-body", str(MAX_BODY), "--threads", "1", "--model", MODEL]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if _request(url + "/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.25)
-    if proc.poll() is not None or time.monotonic() >= deadline:
-        proc.kill()
-        pytest.fail("asisr-serve did not come up: " + proc.communicate()[1][-3000:])
-    yield proc, url
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+def service(ray_cluster, tmp_path_factory):
+    service = Service(ray_cluster, tmp_path_factory.mktemp("serve"))
+    yield service
+    service.stop()
 
 
+@pytest.fixture
+def server(service) -> Service:
+    """A running asisr-serve: ``.url``; ``.stop()`` ends it (the next test that asks gets a new one)."""
+    return service.start()
+
+
+@pytest.mark.slow  # the service: the full tier's (each start takes ~7 s)
 def test_health_says_the_model_and_limits(server, upscaler):
-    code, body = _request(server[1] + "/health")
+    code, body = _request(server.url + "/health")
     assert code == 200
     health = json.loads(body)
     assert health.pop("replica").keys() == {"images", "batches", "largest_batch"}
@@ -244,6 +346,7 @@ def test_health_says_the_model_and_limits(server, upscaler):
                       "max_pixels": MAX_PIXELS, "max_body": MAX_BODY}
 
 
+@pytest.mark.slow  # the service: the full tier's (each start takes ~7 s)
 def test_concurrent_requests_equal_the_local_upscale(server, photos, upscaler):
     jobs = [(f"img{i % 6}.png", query) for i, query in
             enumerate(["scale=2", "scale=3", "size=64x50", "scale=2.5x2"] * 4)]  # 16 requests, shapes mixed
@@ -259,20 +362,21 @@ def test_concurrent_requests_equal_the_local_upscale(server, photos, upscaler):
 
     def ask(job):
         name, query = job
-        return job, _request(f"{server[1]}/upscale?{query}", (photos / name).read_bytes())
+        return job, _request(f"{server.url}/upscale?{query}", (photos / name).read_bytes())
 
-    before = json.loads(_request(server[1] + "/health")[1])["replica"]
+    before = json.loads(_request(server.url + "/health")[1])["replica"]
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(ask, jobs))
     for job, (code, body) in answers:
         assert code == 200, body
         image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)[:, :, ::-1]
         assert np.array_equal(image, expected[job]), job
-    after = json.loads(_request(server[1] + "/health")[1])["replica"]  # one replica: it computed them all
+    after = json.loads(_request(server.url + "/health")[1])["replica"]  # one replica: it computed them all
     assert after["images"] - before["images"] == len(jobs)
     assert after["batches"] - before["batches"] < len(jobs) and after["largest_batch"] >= 2  # requests were batched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, query, body, status, message", [
     ("/upscale", "", "img", 400, "give exactly one of the parameters scale (e.g. scale=2) or size"),
     ("/upscale", "scale=2&size=80x60", "img", 400, "or size (e.g. size=1920x1080), not both"),
@@ -296,16 +400,17 @@ def test_bad_requests_get_one_json_line(server, photos, tmp_path, path, query, b
     if body == "tall":
         write_image(tmp_path / "tall.png", np.zeros((200, 300, 3), np.uint8))
         data = (tmp_path / "tall.png").read_bytes()
-    code, answer = _request(f"{server[1]}{path}?{query}", data, method="POST")
+    code, answer = _request(f"{server.url}{path}?{query}", data, method="POST")
     assert code == status, answer
     error = json.loads(answer)
     assert list(error) == ["error"] and message in error["error"] and "\n" not in error["error"], error
 
 
+@pytest.mark.slow  # the service: the full tier's (each start takes ~7 s)
 def test_wrong_method_and_a_streamed_body_over_the_limit(server, photos):
-    code, answer = _request(server[1] + "/upscale?scale=2", method="GET")
+    code, answer = _request(server.url + "/upscale?scale=2", method="GET")
     assert code == 405 and json.loads(answer) == {"error": "use POST /upscale with the image as the body"}
-    host, port = server[1].removeprefix("http://").split(":")
+    host, port = server.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     chunks = iter([b"\0" * (16 << 10)] * 8)  # 128 KiB, chunked: no Content-Length to refuse it by
     conn.request("POST", "/upscale?scale=2", body=chunks, encode_chunked=True)
@@ -313,15 +418,15 @@ def test_wrong_method_and_a_streamed_body_over_the_limit(server, photos):
     assert response.status == 413
     assert json.loads(response.read()) == {"error": f"body exceeds this server's limit of {MAX_BODY} bytes"}
     conn.close()
-    code, body = _request(server[1] + "/upscale?scale=2", (photos / "img1.png").read_bytes())  # still serving
+    code, body = _request(server.url + "/upscale?scale=2", (photos / "img1.png").read_bytes())  # still serving
     assert code == 200 and body.startswith(b"\x89PNG")
 
 
+@pytest.mark.slow  # the service: the full tier's (each start takes ~7 s)
 def test_the_server_stops_cleanly_on_sigint(server):
-    proc, url = server
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    url = server.url
+    code, err = server.stop(signal.SIGINT)
+    assert code == 0, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "stopped", err
     with pytest.raises(OSError):
         _request(url + "/health")

@@ -8,7 +8,7 @@ import pytest
 from asisr.imageio import read_image
 from asisr.sources import open_upscaler
 from asisr.runtime.tiling import lr_spans, query_spans
-from tests.conftest import SET14, need
+from tests.shared_data import SET14, need
 
 
 def test_spans_cover_each_pixel_once():
@@ -21,6 +21,7 @@ def test_spans_cover_each_pixel_once():
     assert [(s.keep_lo, s.keep_hi) for s in lr_spans(50, 20, 5)] == [(0, 20), (20, 40), (40, 50)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_tiled_equals_untiled_on_set14_x3_7(liif_ckpt, backend, tmp_path, monkeypatch):
     monkeypatch.setenv("ASISR_CACHE", str(tmp_path))

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from asisr.imageio import read_image, write_image
-from tests.conftest import SET5, need
+from tests.shared_data import SET5, need
 
+# The full tier's (a wheel build and two installs); the fast tier runs test_runtime_torch_free.py with torch hidden.
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -94,3 +96,20 @@ def test_a_random_file_as_model_is_named_as_such_without_torch(bare_env, photo, 
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert "is not a checkpoint or an exported model directory asisr can read" in lines[0]
     assert "weights_only" not in run.stderr and not (tmp_path / "x.png").exists()
+
+
+def test_the_runtime_tests_pass_in_the_torch_free_install(bare_env, tmp_path):
+    """The runtime-only tests, run by the bare install's own Python against the installed wheel
+    (a copy of the test helpers outside the checkout, so the checkout's code is not on the path)."""
+    installed = _run([bare_env / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"])
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    tests = tmp_path / "suite" / "tests"
+    tests.mkdir(parents=True)
+    for name in ("__init__.py", "conftest.py", "shared_data.py", "cli_helpers.py", "test_runtime_torch_free.py"):
+        (tests / name).write_bytes((ROOT / "tests" / name).read_bytes())
+    run = _run([bare_env / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
+                "--rootdir", tests.parent, tests / "test_runtime_torch_free.py"], env=_env(), cwd=tests.parent)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "5 passed" in run.stdout, run.stdout[-2000:]
+    where = _run([bare_env / "python", "-c", "import asisr; print(asisr.__file__)"], env=_env(), cwd=tests.parent)
+    assert str(bare_env.parent) in where.stdout, where.stdout  # the wheel's code, not the checkout's

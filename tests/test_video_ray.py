@@ -9,7 +9,6 @@ and bad input failing with one line and no output (no segment files left either)
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -21,6 +20,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="needs Ray, an optional extra (pip install 'asisr[ray]')")
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'asisr[video]'): no video tests")
+# Ray Data's and Serve's log handlers keep the sys.stderr they find when imported: imported here, while the
+# suite is collected, they keep pytest's session-long stream, not the captured stderr of whichever test
+# imported them first (closed when that test ends, after which every Ray log line becomes a traceback).
+pytest.importorskip("ray.data")
+pytest.importorskip("ray.serve")
 
 from asisr.cli.run import main as run_main  # noqa: E402
 from asisr.imageio import read_image  # noqa: E402
@@ -28,6 +32,9 @@ from asisr.video.job import plan_video, rgb_frames  # noqa: E402
 from asisr.video.segments import encode_segment, join_segments, plan_segments, scan_packets  # noqa: E402
 from tests.cli_helpers import invoke  # noqa: E402
 from tests.test_video import _damaged_clip, copied_packets, frame_times, make_clip, psnr  # noqa: E402
+
+# The full tier's: the fast tier has a real Ray run (test_ray.py) and a video round trip (test_video.py).
+pytestmark = pytest.mark.slow
 
 FRAMES, GOP = 40, 8
 RAY = ["--engine", "ray", "--workers", "2", "--threads", "1"]
@@ -42,13 +49,6 @@ def run_ok(args, capsys) -> str:
     code, stdout, err = run(args, capsys)
     assert code == 0, err
     return stdout
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def no_leftovers(folder: Path) -> None:
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
-def test_segments_keep_frames_timing_audio_and_quality(cluster, clips, upscaler, tmp_path, capsys):
+def test_segments_keep_frames_timing_audio_and_quality(ray_cluster, clips, upscaler, tmp_path, capsys):
     out = tmp_path / "x2.mp4"
     stdout = run_ok([clips["mp4"], "--scale", "2", "--out", out, *RAY], capsys)
     assert f"({FRAMES} frames; copied audio aac; 5 segments on Ray)" in stdout  # 40 frames, 2 workers x 4 parts
@@ -105,7 +105,7 @@ def test_segments_keep_frames_timing_audio_and_quality(cluster, clips, upscaler,
     no_leftovers(tmp_path)
 
 
-def test_lossless_on_ray_equals_the_local_run(cluster, clips, tmp_path, capsys):
+def test_lossless_on_ray_equals_the_local_run(ray_cluster, clips, tmp_path, capsys):
     local, remote = tmp_path / "local.mkv", tmp_path / "ray.mkv"
     for out, extra in ((local, ["--threads", "1"]), (remote, RAY)):
         run_ok([clips["mp4"], "--scale", "1.5", "--lossless", "--out", out, *extra], capsys)
@@ -116,7 +116,7 @@ def test_lossless_on_ray_equals_the_local_run(cluster, clips, tmp_path, capsys):
     assert frame_times(remote) == frame_times(local)
 
 
-def test_variable_frame_rate_and_subtitles(cluster, clips, tmp_path, capsys):
+def test_variable_frame_rate_and_subtitles(ray_cluster, clips, tmp_path, capsys):
     out = tmp_path / "vfr_x2.mkv"
     stdout = run_ok([clips["vfr"], "--scale", "2", "--out", out, *RAY], capsys)
     assert "copied audio aac, subtitle srt" in stdout
@@ -125,7 +125,7 @@ def test_variable_frame_rate_and_subtitles(cluster, clips, tmp_path, capsys):
     assert copied_packets(out, "audio") == copied_packets(clips["vfr"], "audio")
 
 
-def test_png_sequence_on_ray_equals_the_local_one(cluster, clips, tmp_path, capsys):
+def test_png_sequence_on_ray_equals_the_local_one(ray_cluster, clips, tmp_path, capsys):
     for name, extra in (("local", ["--threads", "1"]), ("ray", RAY)):
         run_ok([clips["mp4"], "--scale", "1.5", "--out", tmp_path / name / "f_%04d.png", *extra], capsys)
     local, remote = sorted((tmp_path / "local").iterdir()), sorted((tmp_path / "ray").iterdir())
@@ -135,7 +135,7 @@ def test_png_sequence_on_ray_equals_the_local_one(cluster, clips, tmp_path, caps
     no_leftovers(tmp_path)
 
 
-def test_one_keyframe_is_one_segment(cluster, clips, tmp_path, capsys):
+def test_one_keyframe_is_one_segment(ray_cluster, clips, tmp_path, capsys):
     out = tmp_path / "one.mp4"
     stdout = run_ok([clips["one_gop"], "--scale", "2", "--out", out, *RAY], capsys)
     assert "(12 frames; 1 segment on Ray)" in stdout
@@ -160,7 +160,7 @@ def test_the_join_copies_the_segments_packets(clips, upscaler, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["truncated", "output_exists", "damaged_frame"])
-def test_bad_input_on_ray_is_one_line_and_leaves_nothing(case, cluster, clips, tmp_path, capsys):
+def test_bad_input_on_ray_is_one_line_and_leaves_nothing(case, ray_cluster, clips, tmp_path, capsys):
     src, out = clips["mp4"], tmp_path / "out.mkv"
     if case == "truncated":
         src = tmp_path / "cut.mp4"
@@ -187,42 +187,111 @@ def test_bad_input_on_ray_is_one_line_and_leaves_nothing(case, cluster, clips, t
         assert len(frame_times(out)) == FRAMES
 
 
-def _writer_pids() -> list[int]:
-    """The processes of the run's actors, found by the title Ray gives them."""
-    import psutil
+def _segments_open(pid: int, folder: Path) -> list[str]:
+    """The files inside ``folder`` that process ``pid`` has open (none if it is gone)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    names = []
+    for fd in fds:
+        try:
+            target = Path(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if target.parent == folder and target.name.startswith("segment"):
+            names.append(target.name)
+    return names
 
-    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
-            if "SegmentWriter" in " ".join(p.info["cmdline"] or ())]
+
+def _encoding_pid(folder: Path) -> int | None:
+    """A process other than this one (the driver) with a segment file open in ``folder``: an actor encoding
+    that segment (``encode_segment`` keeps its file open from its first frame until the segment is done)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and _segments_open(int(entry), folder):
+            return int(entry)
+    return None
 
 
-def test_a_killed_worker_loses_no_frame(cluster, clips, tmp_path, capsys):
+def _exited(pid: int, timeout: float = 30) -> bool:
+    """Whether process ``pid`` is gone (or a zombie waiting to be reaped) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the encoding actor in /proc/PID/fd (Linux)")
+def test_a_killed_worker_loses_no_frame(ray_cluster, clips, tmp_path, capsys):
     """SIGKILL to an actor while it encodes a segment: Ray restarts it, the segment is done again from its start,
-    and the output equals the local run's (lossless, so frame for frame)."""
+    and the output equals the local run's (lossless, so frame for frame). The actor is the process with a
+    segment file open; it is stopped (SIGSTOP) and checked to hold that file still before it is killed."""
     from asisr.distributed.batch import Render, UpscalerSpec
-    from asisr.distributed.video import upscale_video_on_ray
+    from asisr.distributed.video import SEGMENTS_PER_WORKER, upscale_video_on_ray
     from asisr.scale import Scale
 
     local, out = tmp_path / "local.mkv", tmp_path / "ray.mkv"
     run_ok([clips["mp4"], "--scale", "1.5", "--lossless", "--out", local, "--threads", "1"], capsys)
     plan = plan_video(clips["mp4"], out, False, Scale(1.5, 1.5), None, None, None, None, True)
-    earlier, seen = set(_writer_pids()), {}
+    planned = len(plan_segments(scan_packets(plan), 2 * SEGMENTS_PER_WORKER))
+    assert planned > 2  # more segments than actors: one is still to begin when the first two run
+    seen: dict = {}
+    finished = threading.Event()  # the run returned or raised: stop looking
+
+    def freeze_and_kill(pid: int, folder: Path) -> bool:
+        """SIGSTOP it, so that what it has open stays so; SIGKILL it if it still encodes a segment and the
+        last segment has not begun, else let it go on (it finished that segment meanwhile)."""
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return False
+        try:
+            encoding, begun = _segments_open(pid, folder), len(list(folder.glob("segment*")))
+            if encoding and begun < planned:
+                os.kill(pid, signal.SIGKILL)
+                seen.update(killed=pid, encoding=encoding, begun=begun, exited=_exited(pid))
+                print(f"killed pid {pid} while it encoded {encoding[0]} ({begun} of {planned} segments begun)")
+                return True
+            return False
+        finally:
+            if "killed" not in seen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
 
     def kill_one_writer_while_it_encodes():
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "killed" not in seen:
-            encoding = list(tmp_path.glob(".ray.mkv.*.segments/segment*"))
-            pids = [pid for pid in _writer_pids() if pid not in earlier]
-            if encoding and pids:
-                os.kill(pids[0], signal.SIGKILL)
-                seen["killed"] = len(encoding)
-            time.sleep(0.01)
+        try:
+            while not finished.is_set() and time.monotonic() < deadline:
+                folders = [f.resolve() for f in tmp_path.glob(".ray.mkv.*.segments")]  # as /proc names it
+                pid = _encoding_pid(folders[0]) if folders else None
+                if pid is not None and freeze_and_kill(pid, folders[0]):
+                    return
+                if folders and len(list(folders[0].glob("segment*"))) >= planned:
+                    break
+                time.sleep(0.005)
+            seen["error"] = "no actor was seen encoding a segment before the last segment began"
+        except Exception as e:  # said by the test, not lost in this thread
+            seen["error"] = repr(e)
 
     killer = threading.Thread(target=kill_one_writer_while_it_encodes)
     killer.start()
-    result, segments = upscale_video_on_ray(plan, Render(Scale(1.5, 1.5)), UpscalerSpec(threads=1), workers=2,
-                                            progress=False)
-    killer.join()
-    assert "killed" in seen and seen["killed"] < segments, seen  # killed before the last segment began
+    try:
+        result, segments = upscale_video_on_ray(plan, Render(Scale(1.5, 1.5)), UpscalerSpec(threads=1), workers=2,
+                                                progress=False)
+    finally:
+        finished.set()
+        killer.join()
+    assert "error" not in seen, seen["error"]
+    assert seen["killed"] != os.getpid() and seen["exited"], seen  # an actor's process, and the kill ended it
+    assert segments == planned and seen["begun"] < segments, seen  # killed before the last segment began
     assert result.frames == FRAMES
     for a, b in zip(rgb_frames(out), rgb_frames(local), strict=True):
         np.testing.assert_array_equal(a, b)
