@@ -74,7 +74,9 @@ if "ray" in parts:
     assert ray.get(square.remote(3)) == 9 and ray.get(Counter.remote().add.remote(1)) == 2
     if shutdown:
         ray.shutdown()
-print("done", flush=True)
+import threading
+print("done; threads alive at exit:", sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()),
+      flush=True)
 '''
 
 
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             run = subprocess.run([sys.executable, "-c", CHILD, args.parts, "0" if args.no_shutdown else "1"],
                                  cwd=work, capture_output=True, text=True, timeout=600, preexec_fn=_allow_core)
             statuses[run.returncode] += 1
+            if i == 0:
+                print(f"run 1: {run.stdout.strip()}", flush=True)
             if run.returncode != 0 or "done" not in run.stdout:
                 print(f"run {i + 1}: exit status {run.returncode}\n{run.stderr[-6000:]}", flush=True)
                 for core in Path(work).glob("core*"):

@@ -109,7 +109,7 @@ def run_one(m: Mutation, work: Path, python: str) -> tuple[bool, float, str]:
     target.write_text(text.replace(m.old, m.new))
     started = time.perf_counter()
     run = subprocess.run([python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly",
-                          "-m", "slow or not slow", m.test], cwd=copy, capture_output=True, text=True)
+                          "-n", "0", "-m", "slow or not slow", m.test], cwd=copy, capture_output=True, text=True)
     last = (run.stdout.strip().splitlines() or [""])[-1]
     shutil.rmtree(copy, ignore_errors=True)
     return run.returncode == 1, time.perf_counter() - started, last

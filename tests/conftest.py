@@ -124,6 +124,18 @@ def tiny_eqsr(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def upstream_eqsr(tmp_path_factory):
+    """``(checkpoint, onnx_dir)``: the upstream EQSR fixture checkpoint, exported once per session
+    (a minute: its tests share a worker through their xdist group)."""
+    from asisr.export.onnx import export_onnx
+    from asisr.models import load
+    from tests.shared_data import SHARED
+
+    ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
+    return ckpt, export_onnx(load(ckpt), tmp_path_factory.mktemp("upstream_eqsr") / "onnx")
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """One local Ray cluster (2 CPUs) for every test that needs one; its GCS address.
 
@@ -136,3 +148,32 @@ def ray_cluster() -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the threads still running once every fixture is torn down: what interpreter exit has to
+    stop while native libraries tear themselves down (a crash there has no test to blame)."""
+    import threading
+
+    alive = sorted(f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()
+                   if t is not threading.main_thread())
+    if alive:
+        terminalreporter.write_line(f"threads still running after the last fixture: {', '.join(alive)}")
+
+
+# Files whose tests are spread over the xdist workers one by one (long, independent tests); every
+# other file stays on one worker, so its module fixtures are made once. Tests that share an
+# expensive session fixture share a worker: the Ray cluster, the upstream EQSR export.
+SPREAD = ("test_acceptance_liif.py", "test_official_layouts.py")
+SHARED_GROUPS = {"ray_cluster": "ray", "upstream_eqsr": "upstream_eqsr"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """xdist groups for ``--dist loadgroup`` (harmless without xdist)."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        group = next((g for f, g in SHARED_GROUPS.items() if f in names), None)
+        if group is None and item.path.name not in SPREAD:
+            group = item.path.name
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

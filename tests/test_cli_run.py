@@ -216,17 +216,15 @@ def test_default_model_needs_no_flag(rgb_png, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_upstream_eqsr_checkpoint_runs_on_both_backends(rgb_png, tmp_path, capsys, monkeypatch):
-    """The same upstream checkpoint and input through torch and through its ONNX export: both give the
-    requested size, and the same image (uint8 rounding may differ by one level)."""
-    from tests.shared_data import SHARED, need
-
-    ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
-    monkeypatch.setenv("ASISR_CACHE", str(tmp_path / "cache"))
+def test_upstream_eqsr_checkpoint_runs_on_both_backends(upstream_eqsr, rgb_png, tmp_path, capsys):
+    """The same upstream checkpoint and input through torch and through its ONNX export (the session's,
+    shared with test_export_onnx.py): both give the requested size, and the same image (uint8
+    rounding may differ by one level)."""
+    ckpt, exported = upstream_eqsr
     outputs = {}
-    for backend in ("torch", "onnxruntime"):
+    for backend, model in (("torch", ckpt), ("onnxruntime", exported)):
         out = tmp_path / f"{backend}.png"
-        code, _, err = run([rgb_png, "--scale", "3.5x2", "--out", out, "--model", ckpt, "--backend", backend],
+        code, _, err = run([rgb_png, "--scale", "3.5x2", "--out", out, "--model", model, "--backend", backend],
                            capsys)
         assert code == 0, (backend, err)
         outputs[backend] = read_image(out)

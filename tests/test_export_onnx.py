@@ -91,14 +91,10 @@ def test_eqsr_parity_with_the_foundation_checker(which, tiny_eqsr):
 
 
 @pytest.mark.slow
-def test_upstream_eqsr_checkpoint_parity(tmp_path):
-    from asisr.export.onnx import export_onnx
-    from tests.shared_data import SHARED, need
-
-    ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
+def test_upstream_eqsr_checkpoint_parity(upstream_eqsr):
+    ckpt, directory = upstream_eqsr
     model = load(ckpt)
-    report = check_parity(open_onnx_pipeline(export_onnx(model, tmp_path / "up"), 2, None), model.reference(),
-                          build_cases())
+    report = check_parity(open_onnx_pipeline(directory, 2, None), model.reference(), build_cases())
     assert report.passed, report.table()
 
 

@@ -9,6 +9,7 @@ that the runtime never reaches for torch.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -79,8 +80,9 @@ def test_the_module_passes_with_torch_hidden(tmp_path):
     (fake / "torch" / "__init__.py").write_text("raise ImportError('No module named torch (hidden by the test)')\n")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, HIDDEN: "1", "PYTHONPATH": os.pathsep.join([str(fake), str(root)])}
+    serial = ["-n", "0"] if importlib.util.find_spec("xdist") else []  # one process: this file is small
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                          "-m", "slow or not slow", __file__], cwd=root, env=env, capture_output=True, text=True,
-                         timeout=300)
+                          *serial, "-m", "slow or not slow", __file__], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "4 passed, 1 skipped" in run.stdout, run.stdout[-2000:]

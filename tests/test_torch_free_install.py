@@ -105,7 +105,8 @@ def test_the_runtime_tests_pass_in_the_torch_free_install(bare_env, tmp_path):
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     tests = tmp_path / "suite" / "tests"
     tests.mkdir(parents=True)
-    for name in ("__init__.py", "conftest.py", "shared_data.py", "cli_helpers.py", "test_runtime_torch_free.py"):
+    for name in ("__init__.py", "conftest.py", "shared_data.py", "tiny_models.py", "cli_helpers.py",
+                 "test_runtime_torch_free.py"):
         (tests / name).write_bytes((ROOT / "tests" / name).read_bytes())
     run = _run([bare_env / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
                 "--rootdir", tests.parent, tests / "test_runtime_torch_free.py"], env=_env(), cwd=tests.parent)
