@@ -25,7 +25,7 @@ import pytest
 from asisr.atomic import current_umask
 from asisr.cli.run import main as run_main
 from asisr.imageio import read_image, write_image
-from asisr.locks import FileLock
+from asisr.locks import FileLock, claim_for
 from tests.cli_helpers import invoke
 
 ASISR_RUN = Path(sys.executable).parent / "asisr-run"
@@ -213,12 +213,18 @@ def test_ctrl_c_says_what_was_written_and_the_same_command_resumes(tmp_path):
     src = _images(tmp_path / "in", 3, (64, 64))  # the bundled default at x4: about half a second an image
     out = tmp_path / "out"
     args = (src, "-s", "4", "-o", out)
-    proc = _start(*args, sigint=True)
-    deadline = time.monotonic() + 120
-    while not _outputs(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    out.mkdir()
+    held = claim_for(out / "img2.png")
+    held.acquire()  # img2.png cannot be written while the test holds its claim: Ctrl-C lands mid-run, however loaded
+    try:
+        proc = _start(*args, sigint=True)
+        deadline = time.monotonic() + 120
+        while not _outputs(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        held.release()
     assert proc.returncode == 130, stderr
     match = re.fullmatch(rf"interrupted: (\d) of 3 images written to {re.escape(str(out))}; "
                          "run the same command again to resume", _lines(stderr)[-1])

@@ -59,3 +59,13 @@ def test_static_analysis_resolves_every_import():
     run = subprocess.run([_tool("pyright")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "0 errors" in run.stdout
+
+
+def test_a_linked_subpackage_is_not_importable_by_its_folder_name():
+    """``models/`` is ``asisr.models``: importing it as ``models`` would load a second copy (a second
+    registry); the suite's guard (tests/conftest.py) turns that into an error that names the right import."""
+    import importlib
+
+    with pytest.raises(ImportError, match="import asisr.models, not models"):
+        importlib.import_module("models.registry")
+    assert importlib.import_module("asisr.models.registry").__name__ == "asisr.models.registry"

@@ -46,6 +46,7 @@ from asisr.imageio import read_image, write_image  # noqa: E402
 from asisr.locks import claim_for  # noqa: E402
 from asisr.sources import open_upscaler  # noqa: E402
 from tests.cli_helpers import invoke  # noqa: E402
+from tests.processes import exited, lock_waiters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(30, 40, 3)] * 5 + [(31, 43, 3)]  # 40x30 images, one odd-sized
@@ -121,33 +122,6 @@ def test_a_restart_does_only_what_is_missing(cluster, photos, tmp_path):
         again.summary()
 
 
-def _lock_waiters(lock: Path) -> list[int]:
-    """The processes blocked in ``flock`` on the file ``lock``, from ``/proc/locks``.
-
-    A waiter's line reads ``N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``; the inode is the lock file's."""
-    inode = str(os.stat(lock).st_ino)
-    pids = []
-    for line in Path("/proc/locks").read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 7 and fields[1:3] == ["->", "FLOCK"] and fields[6].rsplit(":", 1)[-1] == inode:
-            pids.append(int(fields[5]))
-    return pids
-
-
-def _exited(pid: int, timeout: float = 30) -> bool:
-    """Whether process ``pid`` is gone (or a zombie waiting to be reaped) within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="finds the blocked actor in /proc/locks (Linux)")
 def test_a_killed_worker_loses_nothing(cluster, upscaler, tmp_path):
     """The test holds p5.png's claim, so the actor given p5 blocks on it with the other images done or under
@@ -167,7 +141,7 @@ def test_a_killed_worker_loses_nothing(cluster, upscaler, tmp_path):
     def kill_the_actor_waiting_for_the_claim():
         try:
             deadline = time.monotonic() + 120
-            while not (waiters := _lock_waiters(lock)):
+            while not (waiters := lock_waiters(lock)):
                 if finished.is_set() or time.monotonic() > deadline:
                     seen["error"] = f"no process blocked on {lock.name} while the run went on (120 s at most)"
                     return
@@ -176,7 +150,7 @@ def test_a_killed_worker_loses_nothing(cluster, upscaler, tmp_path):
             seen["done_at_kill"] = len(list(out.glob("p*.png")))
             seen["command"] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             os.kill(pid, signal.SIGKILL)
-            seen["killed"], seen["exited"] = pid, _exited(pid)
+            seen["killed"], seen["exited"] = pid, exited(pid)
             print(f"killed pid {pid} ({seen['command']}) blocked on {lock.name}; exited: {seen['exited']}")
         except Exception as e:  # said by the test, not lost in this thread
             seen["error"] = repr(e)
@@ -205,14 +179,20 @@ def test_ctrl_c_says_what_was_written_and_the_same_command_resumes(cluster, tmp_
     rng = np.random.default_rng(4)
     for i in range(6):
         write_image(src / f"q{i}.png", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    out.mkdir()
+    held = claim_for(out / "q5.png")
+    held.acquire()  # q5.png cannot be written while the test holds its claim: Ctrl-C lands mid-run, however loaded
     command = [sys.executable, "-m", "asisr.cli.run", str(src), "--scale", "4", "--out", str(out), "--engine", "ray",
                "--ray-address", cluster, "--workers", "2", "--threads", "1", "--model", MODEL]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not any(out.glob("q*.png")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not any(out.glob("q*.png")):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        held.release()
     assert proc.returncode == 130, err
     line = _error_line(err)
     assert line.startswith("interrupted: ") and line.endswith(f"of 6 images written to {out}; run the same command "

@@ -31,6 +31,7 @@ from asisr.imageio import read_image  # noqa: E402
 from asisr.video.job import plan_video, rgb_frames  # noqa: E402
 from asisr.video.segments import encode_segment, join_segments, plan_segments, scan_packets  # noqa: E402
 from tests.cli_helpers import invoke  # noqa: E402
+from tests.processes import exited  # noqa: E402
 from tests.test_video import _damaged_clip, copied_packets, frame_times, make_clip, psnr  # noqa: E402
 
 # The full tier's: the fast tier has a real Ray run (test_ray.py) and a video round trip (test_video.py).
@@ -213,20 +214,6 @@ def _encoding_pid(folder: Path) -> int | None:
     return None
 
 
-def _exited(pid: int, timeout: float = 30) -> bool:
-    """Whether process ``pid`` is gone (or a zombie waiting to be reaped) within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the encoding actor in /proc/PID/fd (Linux)")
 def test_a_killed_worker_loses_no_frame(ray_cluster, clips, tmp_path, capsys):
     """SIGKILL to an actor while it encodes a segment: Ray restarts it, the segment is done again from its start,
@@ -255,7 +242,7 @@ def test_a_killed_worker_loses_no_frame(ray_cluster, clips, tmp_path, capsys):
             encoding, begun = _segments_open(pid, folder), len(list(folder.glob("segment*")))
             if encoding and begun < planned:
                 os.kill(pid, signal.SIGKILL)
-                seen.update(killed=pid, encoding=encoding, begun=begun, exited=_exited(pid))
+                seen.update(killed=pid, encoding=encoding, begun=begun, exited=exited(pid))
                 print(f"killed pid {pid} while it encoded {encoding[0]} ({begun} of {planned} segments begun)")
                 return True
             return False
