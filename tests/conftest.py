@@ -75,38 +75,65 @@ def liif_ckpt() -> Path:
     return need(LIIF_CKPT)
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """``make(path)`` run once per test run, whatever the number of xdist workers: the first worker
+    to claim ``name`` makes it in a folder all workers see (their base temps are siblings), the
+    others wait for the claim and use it. For exports and checkpoints, which take seconds to a minute."""
+    from asisr.locks import claim_for
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made_once"
+    shared.mkdir(exist_ok=True)
+    target = shared / name
+    with claim_for(target):
+        done = target.with_name(target.name + ".done")
+        if not done.exists():
+            make(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def official_liif_onnx(liif_ckpt, tmp_path_factory) -> Path:
-    """The official LIIF checkpoint exported once for the whole session."""
-    from asisr.export.onnx import export_onnx
-    from asisr.models import load
+    """The official LIIF checkpoint exported once for the whole run."""
+    def make(path: Path) -> None:
+        from asisr.export.onnx import export_onnx
+        from asisr.models import load
 
-    return export_onnx(load(liif_ckpt), tmp_path_factory.mktemp("official") / "liif")
+        export_onnx(load(liif_ckpt), path)
+
+    return made_once(tmp_path_factory, "official_liif_onnx", make)
 
 
 @pytest.fixture(scope="session")
 def tiny_liif_ckpt(tmp_path_factory) -> Path:
     """A small LIIF with random weights, saved in asisr's checkpoint format."""
-    import torch
+    def make(path: Path) -> None:
+        import torch
 
-    from asisr.models import create, save
+        from asisr.models import create, save
 
-    torch.manual_seed(0)
-    model = create("liif", n_resblocks=2, n_feats=16, hidden=[32, 32])
-    return save(model, tmp_path_factory.mktemp("ckpt") / "tiny_liif.pt")
+        torch.manual_seed(0)
+        save(create("liif", n_resblocks=2, n_feats=16, hidden=[32, 32]), path)
+
+    return made_once(tmp_path_factory, "tiny_liif.pt", make)
 
 
 @pytest.fixture(scope="session")
 def tiny_liif_onnx(tiny_liif_ckpt, tmp_path_factory) -> Path:
-    from asisr.export.onnx import export_onnx
-    from asisr.models import load
+    def make(path: Path) -> None:
+        from asisr.export.onnx import export_onnx
+        from asisr.models import load
 
-    return export_onnx(load(tiny_liif_ckpt), tmp_path_factory.mktemp("onnx") / "tiny_liif")
+        export_onnx(load(tiny_liif_ckpt), path)
+
+    return made_once(tmp_path_factory, "tiny_liif_onnx", make)
 
 
 @pytest.fixture(scope="session")
 def tiny_eqsr(tmp_path_factory):
-    """``get("light" | "hat") -> (model, onnx_dir)``: each tiny EQSR built (seed 0) and exported once per session."""
+    """``get("light" | "hat") -> (model, onnx_dir)``: each tiny EQSR built (seed 0) in each worker and
+    exported once for the whole run."""
     cache: dict = {}
 
     def get(which: str):
@@ -117,7 +144,8 @@ def tiny_eqsr(tmp_path_factory):
 
             torch.manual_seed(0)
             model = make_tiny_eqsr(which)
-            cache[which] = model, export_onnx(model, tmp_path_factory.mktemp("eqsr") / which)
+            cache[which] = model, made_once(tmp_path_factory, f"tiny_eqsr_{which}",
+                                            lambda path: export_onnx(model, path))
         return cache[which]
 
     return get
@@ -125,14 +153,18 @@ def tiny_eqsr(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def upstream_eqsr(tmp_path_factory):
-    """``(checkpoint, onnx_dir)``: the upstream EQSR fixture checkpoint, exported once per session
-    (a minute: its tests share a worker through their xdist group)."""
-    from asisr.export.onnx import export_onnx
-    from asisr.models import load
+    """``(checkpoint, onnx_dir)``: the upstream EQSR fixture checkpoint, exported once for the run."""
     from tests.shared_data import SHARED
 
     ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
-    return ckpt, export_onnx(load(ckpt), tmp_path_factory.mktemp("upstream_eqsr") / "onnx")
+
+    def make(path: Path) -> None:
+        from asisr.export.onnx import export_onnx
+        from asisr.models import load
+
+        export_onnx(load(ckpt), path)
+
+    return ckpt, made_once(tmp_path_factory, "upstream_eqsr_onnx", make)
 
 
 @pytest.fixture(scope="session")
@@ -151,10 +183,14 @@ def ray_cluster() -> Iterator[str]:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Name the threads still running once every fixture is torn down: what interpreter exit has to
-    stop while native libraries tear themselves down (a crash there has no test to blame)."""
+    """Say the random order's seed (``-q`` hides pytest-randomly's header), and name the threads still
+    running once every fixture is torn down: what interpreter exit has to stop while native
+    libraries tear themselves down (a crash there has no test to blame)."""
     import threading
 
+    seed = getattr(terminalreporter.config.option, "randomly_seed", None)
+    if isinstance(seed, int) and terminalreporter.config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(f"random order seed {seed} (repeat it: -p randomly --randomly-seed={seed})")
     alive = sorted(f"{t.name}{' (daemon)' if t.daemon else ''}" for t in threading.enumerate()
                    if t is not threading.main_thread())
     if alive:
@@ -162,10 +198,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 # Files whose tests are spread over the xdist workers one by one (long, independent tests); every
-# other file stays on one worker, so its module fixtures are made once. Tests that share an
-# expensive session fixture share a worker: the Ray cluster, the upstream EQSR export.
+# other file stays on one worker, so its module fixtures are made once. Tests that share the Ray
+# cluster share a worker (exports are shared across workers by made_once).
 SPREAD = ("test_acceptance_liif.py", "test_official_layouts.py")
-SHARED_GROUPS = {"ray_cluster": "ray", "upstream_eqsr": "upstream_eqsr"}
+SHARED_GROUPS = {"ray_cluster": "ray"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
