@@ -17,7 +17,6 @@ import pytest
 from tests.shared_data import LIIF_CKPT, REAL_HOME, need
 from tests.tiny_models import make_tiny_eqsr
 
-ROOT = Path(__file__).resolve().parents[1]
 # The subpackages live at the top of the checkout and are linked into asisr/: imported by their
 # top-level names they would load a second copy of the code (a second model registry, say).
 LINKED = ("bench", "calibration", "evaluation", "export", "models", "runtime", "training")
@@ -93,16 +92,21 @@ def made_once(tmp_path_factory, name: str, make) -> Path:
     return target
 
 
-@pytest.fixture(scope="session")
-def official_liif_onnx(liif_ckpt, tmp_path_factory) -> Path:
-    """The official LIIF checkpoint exported once for the whole run."""
+def exported_once(tmp_path_factory, name: str, checkpoint: Path) -> Path:
+    """``checkpoint`` exported to ONNX once for the whole run (see ``made_once``)."""
     def make(path: Path) -> None:
         from asisr.export.onnx import export_onnx
         from asisr.models import load
 
-        export_onnx(load(liif_ckpt), path)
+        export_onnx(load(checkpoint), path)
 
-    return made_once(tmp_path_factory, "official_liif_onnx", make)
+    return made_once(tmp_path_factory, name, make)
+
+
+@pytest.fixture(scope="session")
+def official_liif_onnx(liif_ckpt, tmp_path_factory) -> Path:
+    """The official LIIF checkpoint exported once for the whole run."""
+    return exported_once(tmp_path_factory, "official_liif_onnx", liif_ckpt)
 
 
 @pytest.fixture(scope="session")
@@ -121,13 +125,7 @@ def tiny_liif_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_liif_onnx(tiny_liif_ckpt, tmp_path_factory) -> Path:
-    def make(path: Path) -> None:
-        from asisr.export.onnx import export_onnx
-        from asisr.models import load
-
-        export_onnx(load(tiny_liif_ckpt), path)
-
-    return made_once(tmp_path_factory, "tiny_liif_onnx", make)
+    return exported_once(tmp_path_factory, "tiny_liif_onnx", tiny_liif_ckpt)
 
 
 @pytest.fixture(scope="session")
@@ -157,14 +155,7 @@ def upstream_eqsr(tmp_path_factory):
     from tests.shared_data import SHARED
 
     ckpt = need(SHARED / "fixtures" / "eqsr_upstream_small" / "eqsr_upstream_small.pth")
-
-    def make(path: Path) -> None:
-        from asisr.export.onnx import export_onnx
-        from asisr.models import load
-
-        export_onnx(load(ckpt), path)
-
-    return ckpt, made_once(tmp_path_factory, "upstream_eqsr_onnx", make)
+    return ckpt, exported_once(tmp_path_factory, "upstream_eqsr_onnx", ckpt)
 
 
 @pytest.fixture(scope="session")
