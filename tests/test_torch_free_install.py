@@ -31,14 +31,15 @@ def _run(cmd: list, **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def bare_env(tmp_path_factory) -> Path:
-    """A venv holding the asisr wheel and its base dependencies only; its ``bin`` folder."""
+    """A venv holding the asisr wheel and its base dependencies only (plus pytest, which runs the
+    runtime's own tests there; one pip call for both); its ``bin`` folder."""
     work = tmp_path_factory.mktemp("deploy")
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "dist", ROOT], cwd=work)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     wheel = next((work / "dist").glob("asisr-*.whl"))
     venv.create(work / "env", with_pip=True)
     bin_dir = work / "env" / "bin"
-    installed = _run([bin_dir / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel])
+    installed = _run([bin_dir / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel, "pytest"])
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     return bin_dir
 
@@ -101,8 +102,6 @@ def test_a_random_file_as_model_is_named_as_such_without_torch(bare_env, photo, 
 def test_the_runtime_tests_pass_in_the_torch_free_install(bare_env, tmp_path):
     """The runtime-only tests, run by the bare install's own Python against the installed wheel
     (a copy of the test helpers outside the checkout, so the checkout's code is not on the path)."""
-    installed = _run([bare_env / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"])
-    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     tests = tmp_path / "suite" / "tests"
     tests.mkdir(parents=True)
     for name in ("__init__.py", "conftest.py", "shared_data.py", "tiny_models.py", "cli_helpers.py",
