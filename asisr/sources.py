@@ -19,8 +19,9 @@ from asisr.errors import UserError
 from asisr.locks import claim_for
 from asisr.runtime.pipeline import Pipeline
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
-DEFAULT_BACKEND = "onnxruntime"
+BACKENDS = ("auto", "openvino", "onnxruntime", "torch", "tensorrt")
+DEFAULT_BACKEND = "auto"  # OpenVINO where installed, else ONNX Runtime (asisr.runtime.precision)
+DEFAULT_PRECISION = "auto"
 TORCH_EXTRA = "pip install 'asisr[torch]'"
 
 
@@ -157,11 +158,32 @@ def export_cached(checkpoint: Path) -> Path:
     return target
 
 
-def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEND, threads: int | None = None,
-                  providers: list[str] | None = None, device: str = "cpu") -> Pipeline:
-    """A pipeline for ``model`` (checkpoint, exported directory, or None for the bundled default) on ``backend``."""
+def pick_backend(backend: str, providers: list[str] | None = None) -> str:
+    """``auto`` -> ``openvino`` where it is installed, else ``onnxruntime`` (and always ``onnxruntime``
+    when ONNX Runtime execution providers are named: they are ONNX Runtime's)."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "auto" and providers:
+        return "onnxruntime"
+    from asisr.runtime.backends.openvino import available
+    from asisr.runtime.precision import resolve_backend
+
+    return resolve_backend(backend, available())
+
+
+def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEND, threads: int | None = None,
+                  providers: list[str] | None = None, device: str = "cpu",
+                  precision: str = DEFAULT_PRECISION) -> Pipeline:
+    """A pipeline for ``model`` (checkpoint, exported directory, or None for the bundled default) on ``backend``.
+
+    ``backend`` and ``precision`` may be ``auto`` (``asisr.runtime.precision``): the pipeline's
+    ``precision_reason`` then says what was chosen and why.
+    """
+    from asisr.runtime.precision import PRECISIONS, choose
+
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    backend = pick_backend(backend, providers)
     path = resolve_model(model, backend)
     if not is_exported_dir(path):
         check_checkpoint_file(path)
@@ -171,28 +193,47 @@ def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEN
 
         current_environment()  # TensorRT and a GPU are checked before a checkpoint is exported
         directory = path if is_exported_dir(path) else export_cached(path)
-        return open_trt_pipeline(directory, cache_dir() / "tensorrt")
-    if backend == "onnxruntime":
-        from asisr.runtime.backends.onnxrt import open_onnx_pipeline
+        pipeline = open_trt_pipeline(directory, cache_dir() / "tensorrt")
+    elif backend in ("onnxruntime", "openvino"):
+        from asisr.runtime.manifest import read_manifest
 
-        return open_onnx_pipeline(path if is_exported_dir(path) else export_cached(path), threads, providers)
-    if is_exported_dir(path):
-        raise UserError(f"{path} is an exported ONNX directory; the torch backend needs a checkpoint file")
-    require_torch(f"the torch backend (checkpoint {path})")
-    from asisr.models import load
-    from asisr.runtime.backends.pyt import torch_pipeline
+        directory = path if is_exported_dir(path) else export_cached(path)
+        manifest = read_manifest(directory, verify=False)
+        choice = choose(precision, backend, manifest.precision, manifest.precision_drops)
+        if backend == "openvino":
+            from asisr.runtime.backends.openvino import open_openvino_pipeline
 
-    return torch_pipeline(load(path), device, threads)
+            pipeline = open_openvino_pipeline(directory, threads, choice.precision)
+        else:
+            from asisr.runtime.backends.onnxrt import open_onnx_pipeline
+
+            pipeline = open_onnx_pipeline(directory, threads, providers)
+        pipeline.precision_reason = choice.reason
+        return pipeline
+    else:
+        if is_exported_dir(path):
+            raise UserError(f"{path} is an exported ONNX directory; the torch backend needs a checkpoint file")
+        require_torch(f"the torch backend (checkpoint {path})")
+        from asisr.models import load
+        from asisr.runtime.backends.pyt import torch_pipeline
+
+        pipeline = torch_pipeline(load(path), device, threads)
+    choice = choose(precision, backend, pipeline.precision)
+    pipeline.precision_reason = choice.reason
+    return pipeline
 
 
 def open_upscaler(model: str | Path | None = None, backend: str = DEFAULT_BACKEND, threads: int | None = None,
                   tile: int | None = None, lr_tile: int | None = None, max_scale: float | None = None,
-                  providers: list[str] | None = None, max_memory: int | None = None):
-    """The one-call way in: ``with open_upscaler(ckpt, "onnxruntime") as up: up.upscale(img, 3)``.
+                  providers: list[str] | None = None, max_memory: int | None = None,
+                  precision: str = DEFAULT_PRECISION):
+    """The one-call way in: ``with open_upscaler(ckpt) as up: up.upscale(img, 3)``.
 
-    ``max_memory`` (bytes) bounds the tiles not fixed by ``tile`` / ``lr_tile`` (see ``Upscaler``).
+    ``max_memory`` (bytes) bounds the tiles not fixed by ``tile`` / ``lr_tile`` (see ``Upscaler``);
+    ``precision``: ``auto`` (the fastest native precision within the model's measured budget),
+    ``fp32``, ``bf16``, ``fp16`` or ``int8`` (``asisr.runtime.precision``).
     """
     from asisr.runtime.upscaler import Upscaler
 
-    return Upscaler(open_pipeline(model, backend, threads, providers), tile=tile, lr_tile=lr_tile,
+    return Upscaler(open_pipeline(model, backend, threads, providers, precision=precision), tile=tile, lr_tile=lr_tile,
                     max_scale=max_scale, max_memory=max_memory)

@@ -1,4 +1,5 @@
-"""The machine's measured fp32 matrix-multiply peak: the yardstick for "achieved GFLOP/s".
+"""The machine's measured matrix-multiply peaks (fp32, and bf16 / int8 where OpenVINO runs them):
+the yardsticks for "achieved GFLOP/s" of a stage computed in that precision.
 
 A model's FLOPs per second only mean something next to what this CPU can do with the same
 threads. The product of two large square fp32 matrices is timed (best of several runs, after
@@ -85,3 +86,45 @@ def measure_gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> GemmPeak
     ort_gflops = None if t_ort is None else flops / t_ort / 1e9
     return GemmPeak(max(torch_gflops, ort_gflops or 0.0), n, threads, repeats, torch_gflops, t_torch,
                     ort_gflops, t_ort)
+
+
+def _openvino_matmul(a: np.ndarray, b: np.ndarray, threads: int, precision: str) -> Callable[[], object]:
+    """One OpenVINO MatMul with constant weights, compiled for ``precision``.
+
+    bf16: the f32 graph at ``INFERENCE_PRECISION_HINT=bf16`` (how asisr runs bf16). int8: both
+    operands pass a FakeQuantize (256 levels, u8 activations, i8 weights), which OpenVINO's
+    low-precision transformations fold into an int8 MatMul: the same path an INT8 Q/DQ export takes.
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from asisr.runtime.backends.openvino import core
+
+    n = a.shape[0]
+    param = ops.parameter([n, n], ov.Type.f32, name="A")
+    x, w = param, ops.constant(b)
+    if precision == "int8":
+        f32 = lambda v: ops.constant(np.float32(v))  # noqa: E731
+        x = ops.fake_quantize(x, f32(0.0), f32(1.0), f32(0.0), f32(1.0), 256)
+        w = ops.fake_quantize(w, f32(-1.0), f32(1.0), f32(-1.0), f32(1.0), 255)
+    model = ov.Model([ops.matmul(x, w, False, False)], [param], "gemm")
+    hint = "bf16" if precision == "bf16" else "f32"
+    compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                   "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda: request.infer([a], share_inputs=True)
+
+
+def measure_precision_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s (int8: giga multiply-adds x 2 per second) of ``n x n`` products in bf16 and int8 on
+    OpenVINO; empty without OpenVINO. A precision this CPU lacks units for is emulated: its number
+    then says so by being no faster than fp32."""
+    from asisr.runtime.backends.openvino import available
+
+    if not available():
+        return {}
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = (rng.random((n, n), dtype=np.float32) - 0.5).astype(np.float32)
+    return {precision: gemm_flops(n) / _best(_openvino_matmul(a, b, threads, precision), repeats) / 1e9
+            for precision in ("fp32", "bf16", "int8")}

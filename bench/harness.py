@@ -27,14 +27,16 @@ import numpy as np
 import torch
 
 from asisr.bench.flops import TileFlopCounter, job_flops
-from asisr.bench.gemm import GemmPeak, measure_gemm_peak
+from asisr.bench.gemm import GemmPeak, measure_gemm_peak, measure_precision_peaks
 from asisr.bench.jobs import JOB_NAMES, Job, JobSkipped, make_job
 from asisr.bench.memory import MIB, RssSampler, max_rss, release_memory
 from asisr.errors import UserError
 from asisr.runtime.upscaler import DEFAULT_MAX_MEMORY
 
-BACKENDS = ("torch-ref", "torch", "torch-cl", "onnxruntime", "onnxruntime-int8", "tensorrt")
-DEFAULT_BACKENDS = ("torch-ref", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt")
+BACKENDS = ("torch-ref", "torch", "torch-cl", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
+            "openvino-int8", "default", "tensorrt")
+DEFAULT_BACKENDS = ("torch-ref", "torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
+                    "default", "tensorrt")
 
 
 class BackendSkipped(Exception):
@@ -151,6 +153,20 @@ def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
         if cfg.int8_dir is None:
             raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
         pipeline = sources.open_pipeline(Path(cfg.int8_dir), "onnxruntime", cfg.threads)
+    elif name in ("openvino", "openvino-bf16", "openvino-int8"):
+        from asisr.runtime.backends.openvino import available
+
+        if not available():
+            raise BackendSkipped("OpenVINO is not installed (pip install openvino)")
+        if name == "openvino-int8":
+            if cfg.int8_dir is None:
+                raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
+            pipeline = sources.open_pipeline(Path(cfg.int8_dir), "openvino", cfg.threads, precision="int8")
+        else:
+            precision = "bf16" if name == "openvino-bf16" else "fp32"
+            pipeline = sources.open_pipeline(source.onnx_dir(), "openvino", cfg.threads, precision=precision)
+    elif name == "default":  # what asisr-run does with no --backend / --precision
+        pipeline = sources.open_pipeline(source.onnx_dir(), "auto", cfg.threads, precision="auto")
     elif name == "tensorrt":
         from asisr.runtime.backends.trt.environment import current_environment
 
@@ -168,7 +184,8 @@ def _mib(n: int | None) -> float | None:
     return None if n is None else n / MIB
 
 
-def run_backend(job: Job, name: str, source: ModelSource, cfg: BenchConfig, gemm: GemmPeak) -> dict:
+def run_backend(job: Job, name: str, source: ModelSource, cfg: BenchConfig, gemm: GemmPeak,
+                peaks: dict[str, float] | None = None) -> dict:
     """One row: timings, memory, FLOPs and (for scored jobs) PSNR of ``name`` on ``job``."""
     from asisr.evaluation import psnr_y
 
@@ -184,6 +201,9 @@ def run_backend(job: Job, name: str, source: ModelSource, cfg: BenchConfig, gemm
         with RssSampler() as mem:
             t0 = time.perf_counter()
             up = open_backend(name, source, cfg)
+            row["precision"] = up.pipeline.precision
+            row["engine"] = up.pipeline.backend
+            row["precision_reason"] = up.pipeline.precision_reason
             with up:
                 row["open_s"] = time.perf_counter() - t0
                 warm = job.warmup_item(cfg.warmup_edge)
@@ -211,6 +231,10 @@ def run_backend(job: Job, name: str, source: ModelSource, cfg: BenchConfig, gemm
     counter = source.counters["reference" if name == "torch-ref" else "fast"]
     flops = job_flops(counter, job.items, plans)
     achieved = flops.total / median / 1e9 if median > 0 else None
+    # efficiency against the peak of the precision the row actually computed in
+    peak = gemm.gflops if row["precision"] == "fp32" else (peaks or {}).get(row["precision"])
+    if row["precision"] == "fp32" and peaks and peaks.get("fp32"):
+        peak = max(peak, peaks["fp32"])
     row.update({
         "repeats": repeats,
         "seconds": times,
@@ -225,15 +249,18 @@ def run_backend(job: Job, name: str, source: ModelSource, cfg: BenchConfig, gemm
         "ru_maxrss_mib": _mib(max_rss()),
         "flops": flops.to_dict(),
         "gflops_per_s": achieved,
-        "gemm_ratio": achieved / gemm.gflops if achieved is not None and gemm.gflops > 0 else None,
+        "peak_gflops": peak,
+        "gemm_ratio": achieved / peak if achieved is not None and peak else None,
         "psnr": float(np.mean(psnrs)) if psnrs else None,
         "tile": plans[-1].tile if plans else None,
         "lr_tile": plans[-1].lr_tile if plans else None,
         "plan_estimate_mib": _mib(plans[-1].estimate) if plans else None,
         "max_memory_mib": _mib(plans[-1].budget) if plans and plans[-1].budget else None,
     })
-    if name == "onnxruntime-int8":
+    if name in ("onnxruntime-int8", "openvino-int8"):
         row["note"] = "FLOPs are the fp32 model's (int8 multiply-adds counted as FLOPs)"
+    if name == "default":
+        row["note"] = f"{row['engine']} {row['precision']}: {row['precision_reason']}"
     if name == "tensorrt":
         row["note"] = "peak RSS is host memory only (GPU memory is not sampled)"
     return row
@@ -260,6 +287,10 @@ def run_bench(cfg: BenchConfig) -> dict:
             cfg.log(f"ONNX export failed: {e}")
     cfg.log(f"measuring the fp32 GEMM peak ({cfg.gemm_n}^2, {cfg.threads} threads) ...")
     gemm = measure_gemm_peak(cfg.threads, cfg.gemm_n)
+    peaks: dict[str, float] = {}
+    if any(b.startswith("openvino") or b == "default" for b in cfg.backends):
+        cfg.log(f"measuring the bf16 and int8 GEMM peaks (OpenVINO, {cfg.gemm_n}^2) ...")
+        peaks = measure_precision_peaks(cfg.threads, cfg.gemm_n)
     jobs, rows = [], []
     for j, name in enumerate(cfg.jobs, 1):
         try:
@@ -273,7 +304,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         cfg.log(f"[job {j}/{len(cfg.jobs)}] {job.name}: {job.description}, {job.output_mpx:.2f} output Mpx")
         job_rows = []
         for backend in cfg.backends:
-            row = run_backend(job, backend, source, cfg, gemm)
+            row = run_backend(job, backend, source, cfg, gemm, peaks)
             if row["status"] != "ok":
                 cfg.log(f"  {job.name} / {backend}: {row['status']}: {row['note']}")
             job_rows.append(row)
@@ -290,6 +321,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                      "warmup": f"one upscale of a {cfg.warmup_edge}x{cfg.warmup_edge} LR crop per job and backend",
                      "backends": list(cfg.backends), "jobs": list(cfg.jobs)},
         "gemm_peak": gemm.to_dict(),
+        "precision_peaks": peaks,
         "official": load_official(cfg.reference),
         "jobs": jobs,
         "rows": rows,

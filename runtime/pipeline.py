@@ -20,7 +20,8 @@ class Pipeline:
 
     ``model`` names the architecture, ``source`` is the checkpoint or exported directory it
     came from, ``manifest`` the exported directory's manifest (None for a checkpoint run on torch),
-    ``files`` the file each stage runs from (a graph, an engine), by stage name.
+    ``files`` the file each stage runs from (a graph, an engine), by stage name; ``run_precision`` the
+    precision a backend was told to compute fp32 graphs in (OpenVINO's bf16), when it differs.
     """
 
     backbone: Runner
@@ -30,6 +31,8 @@ class Pipeline:
     source: Path | None = None
     manifest: Manifest | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    run_precision: str | None = None  # the precision the backend computes in, where it is not the graphs'
+    precision_reason: str | None = None  # why this precision (asisr.runtime.precision's choice), for --verbose
 
     def __post_init__(self) -> None:
         if (self.backbone.stage, self.upsampler.stage) != contract.STAGES:
@@ -42,6 +45,8 @@ class Pipeline:
 
     @property
     def precision(self) -> str:
+        if self.run_precision is not None:
+            return self.run_precision
         return self.manifest.precision if self.manifest is not None else "fp32"
 
     @property

@@ -50,15 +50,18 @@ def tiny_set5(tmp_path_factory):
 def report(tiny_liif_ckpt, tiny_liif_onnx, tiny_set5):
     cfg = BenchConfig(model=tiny_liif_ckpt, onnx_dir=tiny_liif_onnx, set5=tiny_set5,
                       jobs=["set5_x4", "40x30@2.5"],
-                      backends=["torch-ref", "torch", "onnxruntime", "onnxruntime-int8", "tensorrt"],
+                      backends=["torch-ref", "torch", "onnxruntime", "onnxruntime-int8", "openvino-bf16", "default",
+                                "tensorrt"],
                       threads=1, repeats=1, ref_jobs=None, gemm_n=64)
     return run_bench(cfg)
 
 
 def test_harness_rows_have_every_field(report):
     rows = {(r["job"], r["backend"]): r for r in report["rows"]}
-    assert len(rows) == 10
+    assert len(rows) == 14
     peak_gflops = report["gemm_peak"]["gflops"]
+    peaks = report["precision_peaks"]
+    assert set(peaks) == {"fp32", "bf16", "int8"} and all(v > 0 for v in peaks.values())
     for job in ("set5_x4", "40x30@2.5"):
         shapes = JOB_SHAPES[job]
         mpx = sum(h * w for _, (h, w) in shapes) / 1e6
@@ -90,6 +93,15 @@ def test_harness_rows_have_every_field(report):
             assert r["gflops_per_s"] == pytest.approx(achieved)
             assert r["gemm_ratio"] == pytest.approx(achieved / peak_gflops)
             assert 0 < r["gemm_ratio"] < 1  # a tiny conv net on one thread is far below the GEMM peak
+        # OpenVINO rows: the precision each computed in, and efficiency against that precision's peak
+        bf16, default = rows[job, "openvino-bf16"], rows[job, "default"]
+        assert (bf16["status"], bf16["precision"], bf16["engine"]) == ("ok", "bf16", "openvino")
+        assert bf16["gemm_ratio"] == pytest.approx(bf16["gflops_per_s"] / peaks["bf16"])
+        assert bf16["flops"] == rows[job, "onnxruntime"]["flops"]
+        # the tiny export has no measured drops, so auto keeps fp32, and says why
+        assert (default["engine"], default["precision"]) == ("openvino", "fp32")
+        assert "no measured bf16 drop" in default["note"] or "no bf16 units" in default["note"]
+        assert default["gemm_ratio"] == pytest.approx(default["gflops_per_s"] / max(peak_gflops, peaks["fp32"]))
         for backend, reason in (("onnxruntime-int8", "--int8-dir"), ("tensorrt", "")):
             assert rows[job, backend]["status"] == "skipped" and reason in rows[job, backend]["note"]
     # the reference path does more arithmetic in the upsampler than the fast one; the backbone is the same
@@ -100,11 +112,11 @@ def test_harness_rows_have_every_field(report):
 
 def test_harness_scores_the_protocol_job(report):
     rows = [r for r in report["rows"] if r["job"] == "set5_x4" and r["status"] == "ok"]
-    assert [r["backend"] for r in rows] == ["torch-ref", "torch", "onnxruntime"]
+    assert [r["backend"] for r in rows] == ["torch-ref", "torch", "onnxruntime", "openvino-bf16", "default"]
     assert all(np.isfinite(r["psnr"]) for r in rows)
     assert rows[0]["psnr_delta"] == 0.0
-    assert all(abs(r["psnr_delta"]) < 0.01 for r in rows)  # "PSNR unchanged within 0.01 dB"
-    assert [r["psnr"] for r in report["rows"] if r["job"] == "40x30@2.5" and r["status"] == "ok"] == [None] * 3
+    assert all(abs(r["psnr_delta"]) < 0.01 for r in rows if r["precision"] == "fp32")  # "unchanged within 0.01 dB"
+    assert [r["psnr"] for r in report["rows"] if r["job"] == "40x30@2.5" and r["status"] == "ok"] == [None] * 5
 
 
 def test_report_files(report, tmp_path):
@@ -117,7 +129,8 @@ def test_report_files(report, tmp_path):
     md = md_path.read_text()
     assert md == to_markdown(report)
     for needle in ("CPU:", "fp32 GEMM peak", "| set5_x4 | onnxruntime |", "peak RSS MiB", "GFLOP bb/up",
-                   "% GEMM peak", "ΔPSNR", "skipped: no int8 export"):
+                   "% peak", "ΔPSNR", "skipped: no int8 export", "GEMM peaks on OpenVINO", "| openvino-bf16 | bf16 |",
+                   "default path (set5_x4): openvino fp32"):
         assert needle in md, needle
     with pytest.raises(Exception, match="already exists"):
         write_outputs(report, tmp_path / "bench", overwrite=False)

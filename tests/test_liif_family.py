@@ -19,6 +19,7 @@ import torch
 from asisr.models import load
 from asisr.runtime.query import make_query
 from tests.cli_helpers import invoke
+from tests.conftest import exported_once
 from tests.shared_data import SHARED, need
 from tests.onnx_ops import TENSORRT_OPS
 
@@ -80,10 +81,8 @@ def test_cell_clip_is_what_x6_needs(arch):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Each fixture checkpoint exported with its default options."""
-    from asisr.export.onnx import export_onnx
-
-    return {arch: export_onnx(load(_fixture(arch)[0]), tmp_path_factory.mktemp(arch) / "onnx") for arch in FIXTURES}
+    """Each fixture checkpoint exported with its default options (once per run: test_openvino shares them)."""
+    return {arch: exported_once(tmp_path_factory, f"{FIXTURES[arch].name}_onnx", _fixture(arch)[0]) for arch in FIXTURES}
 
 
 @pytest.mark.parametrize("arch", list(FIXTURES))

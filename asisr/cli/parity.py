@@ -38,7 +38,11 @@ app = make_app(HELP)
 def parity(
     model_dir: Optional[Path] = typer.Argument(None, help="Exported model directory; omitted: export CHECKPOINT now."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="The PyTorch reference checkpoint."),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="Backend under test: onnxruntime or tensorrt."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b",
+                                help="Backend under test: onnxruntime, openvino or tensorrt."),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="What the backend computes in: the model directory's own precision "
+                                                 "(default), or bf16 / fp16 on openvino for an fp32 export."),
     per_stage: bool = typer.Option(False, "--per-stage", help="Check each graph alone: the upsampler gets the "
                                                               "reference backbone's features."),
     polygraphy_ref: Optional[Path] = typer.Option(None, "--save-polygraphy-reference",
@@ -50,7 +54,7 @@ def parity(
     scales: str = typer.Option(",".join(DEFAULT_SCALES), "--scales", help="Scales, comma-separated (HxW for asymmetric)."),
     tolerance: Optional[float] = typer.Option(
         None, "--tolerance", help="Max abs error allowed on [0,1] outputs; default by the model's precision: "
-                                  "fp32 1e-4, fp16 2e-2, int8 1e-1."),
+                                  "fp32 1e-4, bf16 5e-2, fp16 2e-2, int8 1e-1."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON here."),
 ) -> None:
@@ -59,9 +63,13 @@ def parity(
     from asisr.runtime.manifest import read_manifest
     from asisr.sources import bundled_default, open_pipeline, require_torch
 
-    if backend not in ("onnxruntime", "tensorrt"):
-        raise UserError(f"backend {backend!r} cannot be parity-checked (choose onnxruntime or tensorrt; "
+    if backend not in ("onnxruntime", "openvino", "tensorrt"):
+        raise UserError(f"backend {backend!r} cannot be parity-checked (choose onnxruntime, openvino or tensorrt; "
                         "torch is the reference)")
+    from asisr.runtime.precision import PRECISIONS
+
+    if precision is not None and precision not in PRECISIONS[1:]:
+        raise UserError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS[1:])}")
     require_torch("asisr-parity (PyTorch is the reference)")
     from asisr.models import load
     from asisr.runtime.backends.pyt import torch_pipeline
@@ -89,13 +97,13 @@ def parity(
         recorded = manifest.data["model"].get("checkpoint_sha256")
         if recorded and recorded != sha256_file(ckpt):
             raise UserError(f"{model_dir} was exported from a different checkpoint than {ckpt} (sha256 differs)")
-        precision = manifest.precision
+        precision = precision or manifest.precision
         if precision == "int8" and images is None:
             raise UserError("an int8 model is checked on real images: give --images DIR (random inputs fall "
                             "outside its calibrated ranges)")
         cases = build_cases(shape_list, scale_list, images, random_inputs=precision != "int8",
                             descriptor=manifest.model_descriptor())
-        candidate = open_pipeline(model_dir, backend, threads, provider)
+        candidate = open_pipeline(model_dir, backend, threads, provider, precision=precision)
         report = check_parity(candidate, torch_pipeline(model.reference()), cases, tolerance, precision,
                               per_stage=per_stage)
         if polygraphy_ref is not None:

@@ -56,12 +56,13 @@ class UpscalerSpec:
     """How each actor opens its ``Upscaler`` (``asisr.sources.open_upscaler``'s arguments)."""
 
     model: str | None = None
-    backend: str = "onnxruntime"
+    backend: str = "auto"
     threads: int = 1
     providers: tuple[str, ...] | None = None
     tile: int | None = None
     max_scale: float | None = None
     max_memory: int | None = None
+    precision: str = "auto"  # each actor resolves auto on its own node's CPU (asisr.runtime.precision)
 
     @property
     def gpus(self) -> float:
@@ -74,7 +75,7 @@ class UpscalerSpec:
 
         return open_upscaler(self.model, backend=self.backend, threads=self.threads, tile=self.tile,
                              max_scale=self.max_scale, providers=list(self.providers) if self.providers else None,
-                             max_memory=self.max_memory)
+                             max_memory=self.max_memory, precision=self.precision)
 
 
 @dataclass
@@ -188,10 +189,10 @@ def check_pool_fits(workers: int, spec: UpscalerSpec) -> None:
 
 def upscale_folder_on_ray(input_dir: str | Path, out_dir: str | Path, scale: Scale | float | None = None,
                           size: tuple[int, int] | None = None, fit: str = "stretch", model: str | Path | None = None,
-                          backend: str = "onnxruntime", workers: int = 2, threads_per_worker: int = 1,
+                          backend: str = "auto", workers: int = 2, threads_per_worker: int = 1,
                           address: str | None = None, providers: list[str] | None = None,
                           max_memory: int | None = None, tile: int | None = None, max_scale: float | None = None,
-                          overwrite: bool = False, progress: bool = True) -> FolderRunResult:
+                          overwrite: bool = False, progress: bool = True, precision: str = "auto") -> FolderRunResult:
     """Upscale every image of ``input_dir`` into ``out_dir`` on Ray; ``size`` is (height, width).
 
     ``address`` joins an existing cluster (``ray://...`` or ``host:port``); without it a local one
@@ -206,7 +207,7 @@ def upscale_folder_on_ray(input_dir: str | Path, out_dir: str | Path, scale: Sca
     if workers < 1 or threads_per_worker < 1:
         raise UserError("--workers and --threads must be positive")
     spec = UpscalerSpec(None if model is None else str(model), backend, threads_per_worker,
-                        tuple(providers) if providers else None, tile, max_scale, max_memory)
+                        tuple(providers) if providers else None, tile, max_scale, max_memory, precision)
     check_model(spec, render)
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     jobs, existed = folder_jobs(input_dir, out_dir, overwrite)

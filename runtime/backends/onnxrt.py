@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asisr.atomic import atomic_path
-from asisr.cache import cache_dir
+from asisr.cache import cache_dir, cpu_fingerprint
 from asisr.digest import sha256_file
 from asisr.errors import UserError
 from asisr.runtime.contract import StageSpec
@@ -66,21 +66,6 @@ def tensorrt_ep_options(graph: str | Path) -> dict:
     engines.mkdir(parents=True, exist_ok=True)
     return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(root)}
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_fingerprint() -> str:
-    """What an optimised CPU graph depends on: the machine type and the CPU's model and feature flags."""
-    import hashlib
-    import platform
-
-    text = platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace").split("\n\n")[0]
-        text += "".join(line for line in info.splitlines() if line.startswith(("model name", "flags", "Features")))
-    except OSError:
-        text += platform.processor()
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class SessionFromOnnx:
