@@ -163,6 +163,18 @@ def test_int8_passes_parity_at_the_int8_tolerance(int8_dir, tiny_liif_ckpt, phot
     assert max(r.stats.max_abs for r in report.results) > TOLERANCES["fp32"]
 
 
+def test_int8_export_runs_on_openvino_at_the_int8_tolerance(int8_dir, tiny_liif_ckpt, photos):
+    """The same Q/DQ graphs on OpenVINO (its low-precision transformations take the Q/DQ pairs)."""
+    pytest.importorskip("openvino", reason="needs OpenVINO (a base dependency: pip install openvino)")
+    from asisr.sources import open_pipeline
+
+    pipeline = open_pipeline(int8_dir, "openvino", 1)  # precision auto: the directory's own, int8
+    assert (pipeline.backend, pipeline.precision) == ("openvino", "int8")
+    report = check_parity(pipeline, load(tiny_liif_ckpt).reference(), build_cases(images=photos, random_inputs=False))
+    assert report.tolerance == TOLERANCES["int8"] and report.passed, report.table()
+    assert max(r.stats.max_abs for r in report.results) > TOLERANCES["fp32"]
+
+
 def test_absurd_ranges_fail_parity(tiny_liif_onnx, tiny_liif_ckpt, int8_dir, photos, tmp_path):
     """Same graph and quantiser, ranges 1000x too narrow: activations saturate, parity must fail."""
     from onnxruntime.quantization.calibrate import TensorData

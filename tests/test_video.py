@@ -134,7 +134,7 @@ def upscaler():
     """The image path's upscaler: the bundled default model, as asisr-run opens it."""
     from asisr.sources import open_upscaler
 
-    with open_upscaler(None, backend="onnxruntime", threads=1) as up:
+    with open_upscaler(None, threads=1) as up:
         yield up
 
 
