@@ -69,8 +69,10 @@ def test_asisr_run_without_torch_matches_the_full_install(bare_env, photo, offic
     model = [] if which == "default" else ["--model", official_liif_onnx]
     bare_out, full_out = tmp_path / "bare.png", tmp_path / "full.png"
     args = [photo, "--scale", "3", *model, "--threads", "2"]
-    bare = _run([bare_env / "asisr-run", *args, "--out", bare_out], env=_env(), cwd=tmp_path)
+    bare = _run([bare_env / "asisr-run", *args, "--out", bare_out, "--verbose"], env=_env(), cwd=tmp_path)
     assert bare.returncode == 0, bare.stdout + bare.stderr
+    # the default path goes through OpenVINO (a base dependency), at the precision the policy picks
+    assert "running liif" in bare.stderr and "[openvino]: precision" in bare.stderr, bare.stderr
     full = _run([sys.executable, "-m", "asisr.cli.run", *args, "--out", full_out], env=_env(), cwd=ROOT)
     assert full.returncode == 0, full.stdout + full.stderr
     a, b = read_image(bare_out), read_image(full_out)

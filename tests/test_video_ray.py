@@ -66,7 +66,7 @@ def clips(tmp_path_factory):
 def upscaler():
     from asisr.sources import open_upscaler
 
-    with open_upscaler(None, backend="onnxruntime", threads=1) as up:
+    with open_upscaler(None, threads=1) as up:
         yield up
 
 
