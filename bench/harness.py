@@ -59,6 +59,7 @@ class BenchConfig:
     photo: Path | None = None
     reference: Path | None = None  # liif_official.json, for the official code's Set5 x4 time
     gemm_n: int = 2048
+    precision: str = "auto"  # the ``default`` row's (backend auto, this precision)
     warmup_edge: int = 48
     log: Callable[[str], None] = field(default=lambda message: None)
 
@@ -114,6 +115,10 @@ class ModelSource:
                 self._onnx = self._checked_export(Path(self.cfg.onnx_dir))
             elif self.is_export:
                 self._onnx = self.path
+            elif self.cfg.model is None:  # the bundled default: its shipped graphs (with their measured drops)
+                from asisr.weights import default_onnx_dir
+
+                self._onnx = default_onnx_dir()
             else:
                 self._onnx = _export_in_subprocess(self.path)
         return self._onnx
@@ -166,7 +171,7 @@ def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
             precision = "bf16" if name == "openvino-bf16" else "fp32"
             pipeline = sources.open_pipeline(source.onnx_dir(), "openvino", cfg.threads, precision=precision)
     elif name == "default":  # what asisr-run does with no --backend / --precision
-        pipeline = sources.open_pipeline(source.onnx_dir(), "auto", cfg.threads, precision="auto")
+        pipeline = sources.open_pipeline(source.onnx_dir(), "auto", cfg.threads, precision=cfg.precision)
     elif name == "tensorrt":
         from asisr.runtime.backends.trt.environment import current_environment
 

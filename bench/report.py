@@ -128,7 +128,8 @@ def _cells(r: dict) -> list[str]:
 def header_lines(report: dict) -> list[str]:
     m, s, g = report["machine"], report["settings"], report["gemm_peak"]
     return [
-        f"CPU: {m['cpu']} ({m['logical_cores']} logical cores, {m['usable_cores']} usable); "
+        f"CPU: {m['cpu']} ({m['logical_cores']} logical cores, {m['usable_cores']} usable; matrix-unit flags: "
+        f"{' '.join(m.get('matrix_flags') or []) or 'none'}); "
         f"threads used: {m['threads']}",
         f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, Python {m['python']}, "
         f"asisr {m['asisr']}; {m['platform']}; {m['date']}",

@@ -16,6 +16,7 @@ sha256 are untouched: the manifest still verifies.
     python benchmarks/precision_drops.py                 # print the table only
     python benchmarks/precision_drops.py --write         # and record it in the bundled manifests
     python benchmarks/precision_drops.py --models liif --data ../shared/data --threads 2
+    python benchmarks/precision_drops.py --dir my_export/ --write   # any exported directory (your own model)
 """
 
 from __future__ import annotations
@@ -87,12 +88,14 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(weights.BUNDLED_ONNX), help="bundled model names")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder holding Set5/ and Set14/")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--write", action="store_true", help="record the result in each bundled manifest")
+    parser.add_argument("--dir", type=Path, action="append", default=[],
+                        help="an exported model directory to measure instead of the bundled ones (repeatable)")
+    parser.add_argument("--write", action="store_true", help="record the result in each measured manifest")
     args = parser.parse_args()
     print(f"cpu: {cpu_model()}; matrix-unit flags: {' '.join(matrix_flags()) or 'none'}")
     rows = []
-    for name in args.models.split(","):
-        directory = weights.bundled_onnx_dir(name)
+    targets = [(d.name, d) for d in args.dir] or [(n, weights.bundled_onnx_dir(n)) for n in args.models.split(",")]
+    for name, directory in targets:
         print(f"{name} ({directory.name}):", flush=True)
         record = measure(directory, args.data, args.threads)
         for precision, per_dataset in record["drops"].items():

@@ -17,12 +17,14 @@ Jobs: set5_x4 (the 5 Set5 images at x4 through the evaluation protocol, with Y-P
 frame_x4 (480x270 -> 1920x1080), frame_x2 (1920x1080 -> 3840x2160), x3.3 (640x360 at x3.3),
 or WIDTHxHEIGHT@SCALE for a synthetic frame. Backends: torch-ref (reference computation),
 torch, torch-cl (channels-last backbone; not in the default list), onnxruntime,
-onnxruntime-int8 (needs --int8-dir), tensorrt (needs TensorRT and a GPU); one that
-cannot run here gets a 'skipped' row with the reason.
+onnxruntime-int8 (needs --int8-dir), openvino (fp32), openvino-bf16, openvino-int8 (needs
+--int8-dir), default (what asisr-run runs: backend auto, --precision), tensorrt (needs TensorRT
+and a GPU); one that cannot run here gets a 'skipped' row with the reason.
 
 Per job and backend: latency (median and min-max of --repeats passes, after a warm-up on a
 small crop), output megapixels/s, peak resident memory, FLOPs (backbone / upsampler, on the
-tiles actually run), achieved GFLOP/s and its share of the measured fp32 GEMM peak.
+tiles actually run), achieved GFLOP/s and its share of the measured GEMM peak of the precision
+the row computed in (fp32, bf16 and int8 peaks measured in the same run).
 
 \b
 Examples:
@@ -72,6 +74,9 @@ def bench(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write OUT.json and OUT.md (a file stem)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --out files."),
     gemm_size: int = typer.Option(2048, "--gemm-size", hidden=True, help="Matrix edge for the GEMM peak."),
+    precision: str = typer.Option("auto", "--precision", "-p",
+                                  help="The 'default' row's precision (backend auto): auto (default), fp32, bf16, "
+                                       "fp16. The openvino / openvino-bf16 rows are fixed."),
 ) -> None:
     from asisr.bench.harness import BenchConfig, parse_backends, run_bench
     from asisr.bench.jobs import parse_jobs
@@ -84,6 +89,10 @@ def bench(
         raise UserError("--repeats and --ref-repeats must be at least 1")
     if gemm_size < 1:
         raise UserError("--gemm-size must be positive")
+    from asisr.runtime.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     budget = parse_memory(max_memory) if max_memory is not None else None
     job_names, backend_names = parse_jobs(jobs), parse_backends(backends)
     ref_job_names = None if ref_jobs.strip().lower() == "all" else parse_jobs(ref_jobs)
@@ -98,7 +107,7 @@ def bench(
         ref_repeats=ref_repeats, ref_jobs=ref_job_names, max_memory=budget, int8_dir=int8_dir, onnx_dir=onnx_dir,
         set5=set5 if set5 is not None else _shared("data", "Set5"), photo=frame_image,
         reference=reference if reference is not None else _shared("reference", "liif_official.json"),
-        gemm_n=gemm_size, log=lambda message: typer.echo(message, err=True),
+        gemm_n=gemm_size, precision=precision, log=lambda message: typer.echo(message, err=True),
     )
     report = run_bench(cfg)
     typer.echo(format_table(report))

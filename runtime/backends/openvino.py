@@ -11,7 +11,7 @@ a compile of the default model's upsampler is paid once per machine, not per run
 
 Dynamic shapes: the graphs keep their dynamic axes and the CPU plugin handles each new input
 shape without recompiling the model (it re-runs shape inference and may pick new kernels);
-``benchmarks/openvino_shapes.py`` measures what a first-seen shape costs.
+``benchmarks/openvino_profile.py`` measures what a first-seen shape costs.
 """
 
 from __future__ import annotations
