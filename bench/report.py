@@ -17,16 +17,7 @@ from pathlib import Path
 
 from asisr.errors import UserError
 from asisr.runtime.contract import STAGE_NAMES
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from asisr.runtime.precision import cpu_model
 
 
 def machine_info(threads: int) -> dict:

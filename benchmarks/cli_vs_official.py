@@ -278,15 +278,6 @@ def importtime_total(stderr: str) -> tuple[float, list[tuple[float, str]]]:
     return total, [t for t in sorted(top, reverse=True)[:6] if t[0] >= 0.005]
 
 
-def cpu_line() -> str:
-    """The CPU's model and its matrix-unit flags (every performance figure names them)."""
-    from asisr.runtime.precision import matrix_flags
-
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
-    return f"{model}, matrix-unit flags: {' '.join(matrix_flags()) or 'none'}"
-
-
 def fmt_s(x: float) -> str:
     return f"{x:.2f} s"
 
@@ -467,7 +458,9 @@ def bench(a: argparse.Namespace) -> int:
           f"{', '.join(f'{t:.2f}' for t in times['default'])} |")
     print(f"| **speed-up official / asisr onnxruntime fp32** | **{omin / amin:.2f}x** | **{omed / amed:.2f}x** | |")
     print(f"| **speed-up official / asisr default path** | **{omin / dmin:.2f}x** | **{omed / dmed:.2f}x** | |")
-    print(f"\nCPU: {cpu_line()}. The default path ran as: `{default_choice}`; its Y-PSNR on the rounded PNGs "
+    from asisr.runtime.precision import describe_cpu
+
+    print(f"\nCPU: {describe_cpu()}. The default path ran as: `{default_choice}`; its Y-PSNR on the rounded PNGs "
           f"{statistics.mean(default_psnr):.4f} dB, the official code's {statistics.mean(psnr_official):.4f} dB "
           f"(change {statistics.mean(default_psnr) - statistics.mean(psnr_official):+.4f} dB).")
     if inproc:

@@ -27,23 +27,16 @@ import numpy as np
 
 from asisr import weights
 from asisr.bench.gemm import measure_precision_peaks
-from asisr.cache import cpu_fingerprint  # noqa: F401  (the cache key names this CPU)
 from asisr.evaluation.protocol import list_images, load_image, make_pair
 from asisr.runtime import contract
 from asisr.runtime.backends.openvino import CompiledFromOnnx, OpenvinoRunner, core
 from asisr.runtime.pipeline import Pipeline
 from asisr.runtime.manifest import read_manifest
-from asisr.runtime.precision import cpu_flags, matrix_flags, native
+from asisr.runtime.precision import cpu_flags, describe_cpu, native
 from asisr.runtime.query import make_query
 from asisr.runtime.upscaler import Upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_line() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
-    return f"{model}; matrix-unit flags: {' '.join(matrix_flags()) or 'none'}"
 
 
 def pipeline(directory: Path, precision: str, threads: int, profile: bool) -> Pipeline:
@@ -122,7 +115,7 @@ def main() -> None:
     precision = args.precision or ("bf16" if native("bf16", cpu_flags()) else "fp32")
     directory = weights.default_onnx_dir()
     core()  # the plugin is loaded before anything is timed
-    print(f"CPU: {cpu_line()}; OpenVINO {__import__('openvino').get_version()}; precision {precision}, "
+    print(f"CPU: {describe_cpu()}; OpenVINO {__import__('openvino').get_version()}; precision {precision}, "
           f"{args.threads} threads\n")
     peaks = measure_precision_peaks(args.threads)
     print("GEMM peaks (2048^2, OpenVINO): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()) + "\n")

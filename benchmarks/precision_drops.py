@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 from pathlib import Path
 
 from asisr import weights
@@ -32,22 +31,12 @@ from asisr.evaluation import evaluate
 from asisr.runtime.backends.onnxrt import open_onnx_pipeline
 from asisr.runtime.backends.openvino import open_openvino_pipeline
 from asisr.runtime.manifest import MANIFEST, read_manifest
-from asisr.runtime.precision import AUTO_ORDER, cpu_flags, matrix_flags, native
+from asisr.runtime.precision import AUTO_ORDER, cpu_flags, cpu_model, describe_cpu, matrix_flags, native
 from asisr.runtime.upscaler import Upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("Set5", "Set14")
 SCALES = (2, 3, 4)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def psnrs(pipeline, data: Path) -> dict[str, dict[str, float]]:
@@ -92,7 +81,7 @@ def main() -> None:
                         help="an exported model directory to measure instead of the bundled ones (repeatable)")
     parser.add_argument("--write", action="store_true", help="record the result in each measured manifest")
     args = parser.parse_args()
-    print(f"cpu: {cpu_model()}; matrix-unit flags: {' '.join(matrix_flags()) or 'none'}")
+    print(f"cpu: {describe_cpu()}")
     rows = []
     targets = [(d.name, d) for d in args.dir] or [(n, weights.bundled_onnx_dir(n)) for n in args.models.split(",")]
     for name, directory in targets:

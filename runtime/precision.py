@@ -48,6 +48,23 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_cpu() -> str:
+    """``MODEL; matrix-unit flags: ...``: what every performance figure names."""
+    return f"{cpu_model()}; matrix-unit flags: {' '.join(matrix_flags()) or 'none'}"
+
+
 def matrix_flags(flags: frozenset[str] | None = None) -> list[str]:
     """The flags that name a bf16 / fp16 / int8 unit, for reports."""
     flags = cpu_flags() if flags is None else flags
