@@ -79,8 +79,21 @@ SIZE_RULES = ("round", "floor")
 
 def output_size(lr_h: int, lr_w: int, scale: Scale, rule: str = "round") -> tuple[int, int]:
     """Output size for a scale under a size rule, at least one pixel."""
+    if rule not in SIZE_RULES:  # a typo must not silently floor
+        raise ValueError(f"size rule must be one of {SIZE_RULES}, not {rule!r}")
     fit = round if rule == "round" else int
     return max(1, fit(lr_h * scale.h)), max(1, fit(lr_w * scale.w))
+
+
+def planned_size(lr_h: int, lr_w: int, scale: Scale | None, size: tuple[int, int] | None,
+                 rule: str = "round") -> tuple[int, int]:
+    """The output size (height, width) a job will produce: ``size`` as given, else ``scale`` under the
+    model's size rule (``ModelDescriptor.size_rule``: MetaRDN floors, the others round)."""
+    if size is not None:
+        return size
+    if scale is None:
+        raise ValueError("a planned size needs a scale or a size")
+    return output_size(lr_h, lr_w, scale, rule)
 
 
 def check_symmetric(scale: Scale, symmetric_only: bool, model: str) -> None:

@@ -31,7 +31,7 @@ from asisr.runtime.tiling import (
     query_spans,
     tile_halo,
 )
-from asisr.scale import Scale, check_scale_range, check_symmetric, fit_size, output_size, scale_for_size
+from asisr.scale import Scale, check_scale_range, check_symmetric, fit_size, planned_size, scale_for_size
 
 DEFAULT_MAX_MEMORY = 1 << 30  # bytes; keeps 1920x1080 -> 3840x2160 on ONNX Runtime under ~2 GB peak RSS
 
@@ -118,7 +118,7 @@ class Upscaler:
             scale = scale if isinstance(scale, Scale) else Scale(float(scale), float(scale))
             check_symmetric(scale, self.descriptor.symmetric_only, self.descriptor.arch)
             check_scale_range(scale, self.max_scale)
-            size = output_size(h, w, scale, self.descriptor.size_rule)
+            size = planned_size(h, w, scale, None, self.descriptor.size_rule)
         placed = fit_size(h, w, size, fit)
         out = self.upscale_to(image, placed.inner, scale if placed.inner == size else None)
         if placed.inner != placed.box:

@@ -43,9 +43,9 @@ from asisr.scale import (  # noqa: E402
     Scale,
     aspect_changes,
     check_scale_range,
-    output_size,
     parse_scale,
     parse_size,
+    planned_size,
 )
 
 HELP = (
@@ -148,7 +148,7 @@ def run(
         raise UserError("--fit applies to --size (a --scale keeps the aspect ratio, or sets it per axis)")
     render = _Render(factor, target, fit)
     from asisr.runtime.tiling import parse_memory
-    from asisr.sources import BACKENDS, open_upscaler
+    from asisr.sources import BACKENDS, open_upscaler, size_rule_of
 
     budget = parse_memory(max_memory) if max_memory is not None else None
     if tile is not None and tile < 1:
@@ -196,7 +196,8 @@ def run(
         return
     _refuse_video_options(video_options)
     try:
-        single, out, image, jobs, existed = _prepare(input, out, overwrite, factor, target)
+        single, out, image, jobs, existed = _prepare(input, out, overwrite, factor, target,
+                                                     size_rule_of(model, backend))
     except KeyboardInterrupt:
         raise Interrupted("interrupted: nothing was written") from None
     tally = _Tally(len(jobs), existed)
@@ -236,7 +237,8 @@ def run(
         tally.report()
 
 
-def _prepare(input: Path, out: Path, overwrite: bool, factor: Scale | None, target: tuple[int, int] | None):
+def _prepare(input: Path, out: Path, overwrite: bool, factor: Scale | None, target: tuple[int, int] | None,
+             rule: str = "round"):
     """Every check that needs no model, so that a mistake costs no model load and no upscaling.
 
     Returns (single, out, image, jobs, existed): whether INPUT is one file, the output path
@@ -252,31 +254,23 @@ def _prepare(input: Path, out: Path, overwrite: bool, factor: Scale | None, targ
         image = read_image(input)  # decoded once, before loading a model, so a bad input fails first
         check_output_folder(dst.parent)
         channels = 1 if image.ndim == 2 else image.shape[2]
-        check_free_space(dst.parent, output_bytes(_planned_size(image.shape[:2], factor, target), channels,
+        check_free_space(dst.parent, output_bytes(planned_size(*image.shape[:2], factor, target, rule), channels,
                                                   image.dtype.itemsize, dst.suffix), str(dst))
         return True, dst, image, [(input, dst)], 0
     jobs, existed = folder_jobs(input, out, overwrite)
     if jobs:  # a finished folder needs no space and may be read-only
         check_output_folder(out)
-        check_free_space(out, sum(_job_bytes(src, dst, factor, target) for src, dst in jobs),
+        check_free_space(out, sum(_job_bytes(src, dst, factor, target, rule) for src, dst in jobs),
                          f"{len(jobs)} images in {out}")
     return False, out, None, jobs, existed
 
 
-def _planned_size(lr_hw: tuple[int, int], factor: Scale | None, target: tuple[int, int] | None) -> tuple[int, int]:
-    """The output size (height, width) the upscaler will produce for an input of ``lr_hw``."""
-    if target is not None:
-        return target
-    assert factor is not None
-    return output_size(int(lr_hw[0]), int(lr_hw[1]), factor)
-
-
-def _job_bytes(src: Path, dst: Path, factor: Scale | None, target: tuple[int, int] | None) -> int:
+def _job_bytes(src: Path, dst: Path, factor: Scale | None, target: tuple[int, int] | None, rule: str) -> int:
     header = image_header(src)
     if header is None:
         return 0  # not readable: reported when its turn comes
     h, w, channels, sample_bytes = header
-    return output_bytes(_planned_size((h, w), factor, target), channels, sample_bytes, dst.suffix)
+    return output_bytes(planned_size(h, w, factor, target, rule), channels, sample_bytes, dst.suffix)
 
 
 def _make_folder(folder: Path) -> list[Path]:
@@ -432,12 +426,13 @@ def _run_video(input: Path, out: Path, render: _Render, overwrite: bool, options
     from asisr.video import require_av
 
     require_av()
-    from asisr.sources import open_upscaler
+    from asisr.sources import open_upscaler, size_rule_of
     from asisr.video.job import describe_plan, plan_video, run_video
 
     try:
         plan = plan_video(input, out, overwrite, render.factor, render.target, options.codec, options.crf,
-                          options.pix_fmt, options.lossless, options.skip_bad_frames)
+                          options.pix_fmt, options.lossless, options.skip_bad_frames,
+                          size_rule_of(model, upscaler_args["backend"]))
     except KeyboardInterrupt:
         raise Interrupted("interrupted: nothing was written") from None
     typer.echo(describe_plan(plan), err=True)

@@ -24,7 +24,7 @@ from asisr.imageio import (check_free_space, check_output_folder, done_elsewhere
                            read_image, write_image)
 from asisr.imageio import folder_jobs as local_folder_jobs
 from asisr.locks import claim_for
-from asisr.scale import FITS, Scale, output_size
+from asisr.scale import FITS, Scale, planned_size
 
 GPU_PROVIDERS = ("cuda", "tensorrt")
 WRITTEN, OTHERS, FAILED = "written", "others", "failed"
@@ -47,8 +47,8 @@ class Render:
     def __call__(self, upscaler, image: np.ndarray) -> np.ndarray:
         return upscaler.upscale(image, scale=self.scale, size=self.size, fit=self.fit)
 
-    def planned_size(self, lr_hw: tuple[int, int]) -> tuple[int, int]:
-        return self.size if self.size is not None else output_size(int(lr_hw[0]), int(lr_hw[1]), self.scale)
+    def planned_size(self, lr_hw: tuple[int, int], size_rule: str = "round") -> tuple[int, int]:
+        return planned_size(int(lr_hw[0]), int(lr_hw[1]), self.scale, self.size, size_rule)
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def folder_jobs(input_dir: Path, out_dir: Path, overwrite: bool) -> tuple[list[t
     return local_folder_jobs(input_dir, out_dir, overwrite)
 
 
-def check_outputs_fit(jobs: list[tuple[Path, Path]], out_dir: Path, render: Render) -> None:
+def check_outputs_fit(jobs: list[tuple[Path, Path]], out_dir: Path, render: Render, size_rule: str = "round") -> None:
     """The local run's checks before any work: the folder is writable and has the space."""
     check_output_folder(out_dir)
     needed = 0
@@ -170,7 +170,7 @@ def check_outputs_fit(jobs: list[tuple[Path, Path]], out_dir: Path, render: Rend
         header = image_header(src)
         if header is not None:  # an unreadable one is reported when its turn comes
             h, w, channels, sample_bytes = header
-            needed += output_bytes(render.planned_size((h, w)), channels, sample_bytes, dst.suffix)
+            needed += output_bytes(render.planned_size((h, w), size_rule), channels, sample_bytes, dst.suffix)
     check_free_space(out_dir, needed, f"{len(jobs)} images in {out_dir}")
 
 
@@ -214,7 +214,9 @@ def upscale_folder_on_ray(input_dir: str | Path, out_dir: str | Path, scale: Sca
     result = FolderRunResult(len(jobs), existed)
     if not jobs:
         return result
-    check_outputs_fit(jobs, out_dir, render)
+    from asisr.sources import size_rule_of
+
+    check_outputs_fit(jobs, out_dir, render, size_rule_of(spec.model, spec.backend))
     with ray_cluster(address, "--engine ray"):
         check_pool_fits(workers, spec)
         out_dir.mkdir(parents=True, exist_ok=True)

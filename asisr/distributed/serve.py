@@ -31,7 +31,7 @@ import numpy as np
 from asisr.distributed.batch import Render, UpscalerSpec
 from asisr.errors import UserError
 from asisr.imageio import quiet_codecs, rgb_order
-from asisr.scale import FITS, check_scale_range, output_size, parse_scale, parse_size
+from asisr.scale import FITS, check_scale_range, parse_scale, parse_size, planned_size
 
 DEFAULT_MAX_PIXELS = 16_777_216  # 4096x4096 output: ~200 MB of float32 RGB while it is computed
 DEFAULT_MAX_BODY = 32 << 20
@@ -107,7 +107,7 @@ def check_pixels(lr_hw: tuple[int, int], render: Render, size_rule: str, limit: 
     h, w = lr_hw
     if h * w > limit:
         raise RequestError(413, f"input {w}x{h} has more pixels than this server's limit of {limit} per image")
-    out_h, out_w = render.size if render.size is not None else output_size(h, w, render.scale, size_rule)
+    out_h, out_w = planned_size(h, w, render.scale, render.size, size_rule)
     if out_h * out_w > limit:
         raise RequestError(413, f"output {out_w}x{out_h} would have more pixels than this server's limit of "
                                 f"{limit} per image")

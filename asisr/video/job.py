@@ -23,7 +23,7 @@ import numpy as np
 
 from asisr.atomic import atomic_path, current_umask
 from asisr.errors import UserError
-from asisr.scale import Scale, output_size
+from asisr.scale import Scale, planned_size
 from asisr.video.colour import LIMITED, Colour, from_rgb, is_rgb_format, tag, to_rgb
 from asisr.video.encode import EncoderSettings, check_frame_size, choose_encoder, container_format, muxer_codecs
 from asisr.video.pipeline import run_stages
@@ -92,13 +92,16 @@ def output_target(out: Path) -> OutputTarget:
 
 def plan_video(input: Path, out: Path, overwrite: bool, factor: Scale | None, target: tuple[int, int] | None,
                codec: str | None, crf: int | None, pix_fmt: str | None, lossless: bool,
-               skip_bad_frames: bool = False) -> VideoPlan:
-    """Every check a video job can make before a model is loaded: input, output, encoder, sizes, streams."""
+               skip_bad_frames: bool = False, size_rule: str = "round") -> VideoPlan:
+    """Every check a video job can make before a model is loaded: input, output, encoder, sizes, streams.
+
+    ``size_rule``: the model's (``asisr.sources.size_rule_of``), so the encoder is opened at the size
+    the upscaler will produce (MetaRDN floors ``s * h``)."""
     from asisr.imageio import check_free_space, check_output_folder, output_bytes
 
     destination = output_target(out)
     source = probe(input, tolerate_bad_frames=skip_bad_frames)
-    size = target if target is not None else output_size(source.height, source.width, factor or Scale(1.0, 1.0))
+    size = planned_size(source.height, source.width, factor or Scale(1.0, 1.0), target, size_rule)
     _check_destination(destination, overwrite)
     check_output_folder(destination.path if destination.is_sequence else destination.path.parent)
     if destination.is_sequence:
