@@ -162,19 +162,24 @@ def size_rule_of(model: str | Path | None, backend: str = DEFAULT_BACKEND) -> st
     """The model's size rule (``ModelDescriptor.size_rule``), for planning output sizes before it runs.
 
     An exported directory (a bundled model's included) says it in its manifest; a checkpoint is
-    detected and built without its weights (needs PyTorch, as running it does)."""
-    path = resolve_model(model, "torch" if backend == "torch" else "auto")
-    if is_exported_dir(path):
-        from asisr.runtime.manifest import read_manifest
+    detected and built without its weights (with PyTorch, which running it needs anyway). A model
+    that cannot be read here plans with ``round``: its error comes when it is opened, after the
+    checks of inputs and outputs that need no model."""
+    try:
+        path = resolve_model(model, "torch" if backend == "torch" else "auto")
+        if is_exported_dir(path):
+            from asisr.runtime.manifest import read_manifest
 
-        return read_manifest(path, verify=False).model_descriptor().size_rule
-    check_checkpoint_file(path)
-    require_torch(f"checkpoint {path}")
-    from asisr.models.checkpoint import read_canonical
-    from asisr.models.registry import create, detect
+            return read_manifest(path, verify=False).model_descriptor().size_rule
+        check_checkpoint_file(path)
+        require_torch(f"checkpoint {path}", import_it=False)
+        from asisr.models.checkpoint import read_canonical
+        from asisr.models.registry import create, detect
 
-    found = detect(read_canonical(path))
-    return create(found.name, **found.kwargs).descriptor.size_rule
+        found = detect(read_canonical(path))
+        return create(found.name, **found.kwargs).descriptor.size_rule
+    except UserError:
+        return "round"
 
 
 def pick_backend(backend: str, providers: list[str] | None = None) -> str:
