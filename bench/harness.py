@@ -280,10 +280,20 @@ def _psnr_deltas(rows: list[dict]) -> None:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    """Measure everything ``cfg`` asks for; returns the report (see ``asisr.bench.report``)."""
+    """Measure everything ``cfg`` asks for; returns the report (see ``asisr.bench.report``).
+
+    torch's thread count is ``cfg.threads`` during the run and the caller's again after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run_bench(cfg)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_bench(cfg: BenchConfig) -> dict:
     from asisr.bench.report import load_official, machine_info
 
-    torch.set_num_threads(cfg.threads)
     source = ModelSource(cfg)
     if "onnxruntime" in cfg.backends:
         try:

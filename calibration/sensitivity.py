@@ -217,20 +217,3 @@ def choose_exclusions(graphs: dict[str, Path], ranges: dict, target: Target, sam
     for r in ex.report:
         r["excluded"] = r["node"] in measured[r["graph"]]
     return ex
-
-
-def format_report(ex: Exclusions) -> str:
-    """The sensitivity table, most costly first."""
-    lines = [f"{'graph':<10} {'node':<40} {'op':<9} {'vs fp32':>8} {'exp.drop':>9} {'drop':>8}  float",
-             "-" * 95]
-    for r in sorted(ex.report, key=lambda r: -r["expected_drop_db"]):
-        noise = "-" if r["noise_db"] is None else f"{r['noise_db']:.1f}"
-        lines.append(f"{r['graph']:<10} {r['node'][:40]:<40} {r['op']:<9} {noise:>8} {r['expected_drop_db']:9.4f} "
-                     f"{r['drop_db']:8.4f}  {'yes' if r.get('excluded') else ''}")
-    lines.append("(dB; vs fp32: PSNR of the output against fp32's; exp.drop: expected PSNR loss at the reference "
-                 "PSNR; drop: measured loss on the calibration windows)")
-    for r in ex.rounds:
-        lines.append(f"{'chosen' if r.get('chosen') else 'tried'}: {r['excluded']} measured nodes in float -> "
-                     f"{r['noise_db']:.1f} dB vs fp32, "
-                     f"expected drop {r['expected_drop_db']:.4f} dB, measured drop {r['drop_db']:.4f} dB")
-    return "\n".join(lines)

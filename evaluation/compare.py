@@ -58,16 +58,6 @@ class MaxAbs:
 
 
 @dataclass(frozen=True)
-class MinPsnr:
-    """The whole tensor at least ``db`` from the reference (a check on the average, not the worst element)."""
-
-    db: float
-
-    def __call__(self, stats: ErrorStats) -> str | None:
-        return None if stats.psnr >= self.db else f"PSNR {stats.psnr:.1f} dB < {self.db:g} dB"
-
-
-@dataclass(frozen=True)
 class TensorComparison:
     name: str
     stats: ErrorStats | None

@@ -48,14 +48,19 @@ def _dims(stage: StageSpec) -> tuple:
 
 def _export_graph(module: torch.nn.Module, args: tuple, path: Path, stage: StageSpec, opset: int) -> None:
     quiet = io.StringIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, args, dynamo=True, opset_version=opset, input_names=list(stage.input_names),
-            output_names=list(stage.output_names), dynamic_shapes=_dims(stage), verbose=False,
-            optimize=False,  # see the module docstring
-        )
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # for this export only: the caller's logging is theirs
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, args, dynamo=True, opset_version=opset, input_names=list(stage.input_names),
+                output_names=list(stage.output_names), dynamic_shapes=_dims(stage), verbose=False,
+                optimize=False,  # see the module docstring
+            )
+    finally:
+        onnx_logger.setLevel(level)
     program.save(str(path))
     model = onnx.load(str(path))
     _rename_dims(model, stage.axes())

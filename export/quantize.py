@@ -31,7 +31,7 @@ from asisr.calibration.graph import DATA_INPUTS
 from asisr.calibration.quantizer import TARGETS, collect_ranges, method_of, prepare_graph, quantize_graph, target_of
 from asisr.calibration.reader import BackboneReader, UpsamplerReader
 from asisr.calibration.samples import CalibrationSettings, build_calibration_set
-from asisr.calibration.sensitivity import Exclusions, Policy, choose_exclusions, format_report
+from asisr.calibration.sensitivity import Exclusions, Policy, choose_exclusions
 from asisr.errors import UserError
 from asisr.runtime import contract
 from asisr.runtime.contract import STAGE_NAMES
@@ -160,6 +160,4 @@ def _calibrate(graphs: dict[str, Path], calib: Path, config: Int8Config, setting
             "method": config.method, "target": config.target}
 
 
-def sensitivity_table(out_dir: str | Path) -> str:
-    """The sensitivity report of an INT8 export directory, as a table."""
-    return format_report(Exclusions.from_dict(json.loads((Path(out_dir) / SENSITIVITY_FILE).read_text())))
+

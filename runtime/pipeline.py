@@ -70,8 +70,8 @@ class Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.upsampler.deactivate()  # in reverse: a runner restores what it changed on activation
         self.backbone.deactivate()
-        self.upsampler.deactivate()
 
     def features(self, lr: np.ndarray, scale: np.ndarray) -> np.ndarray:
         return self.backbone.infer(contract.backbone_feeds(lr, scale))[contract.FEATURES]

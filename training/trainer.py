@@ -94,12 +94,6 @@ def differing_fields(a: TrainConfig, b: TrainConfig) -> list[str]:
     return out
 
 
-def same_run(a: TrainConfig, b: TrainConfig) -> bool:
-    """Whether ``b`` continues ``a``: equal in everything but :data:`RUNTIME_FIELDS` and
-    :data:`EXTENSIBLE_FIELDS` (a larger ``iters`` extends the run)."""
-    return not differing_fields(a, b)
-
-
 def _field_value(cfg: TrainConfig, name: str):
     obj = cfg
     for part in name.split("."):
@@ -310,8 +304,16 @@ class Trainer:
         cfg = self.cfg
         if extend is not None and extend not in EXTEND_MODES:
             raise UserError(f"unknown --extend {extend!r}: {' or '.join(EXTEND_MODES)}")
+        previous = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        try:
+            return self._run(resume, stop_after, progress, extend, notify)
+        finally:
+            torch.set_num_threads(previous)  # the caller's thread count, whatever happened
+
+    def _run(self, resume: bool, stop_after: int | None, progress: bool, extend: str | None, notify) -> dict:
+        cfg = self.cfg
         train_files = list_training_images(cfg.data)  # fail on bad data before creating anything
         self.out.mkdir(parents=True, exist_ok=True)
         state_path = self.out / "state.pt"

@@ -26,20 +26,28 @@ class TorchRunner(Runner):
     memory_model = (40.0, 8192.0, 56.0, 64 << 20)
 
     def __init__(self, module_loader: Callable[[], torch.nn.Module], stage: StageSpec, device: str = "cpu",
-                 name: str | None = None, channels_last: bool = False):
+                 name: str | None = None, channels_last: bool = False, threads: int | None = None):
         super().__init__(stage, name)
+        self.threads = threads  # torch's intra-op threads while active; the caller's setting is restored after
+        self._threads_before: int | None = None
         self.channels_last = channels_last
         self.module_loader = module_loader
         self.device = torch.device(device)
         self.module: torch.nn.Module | None = None
 
     def activate_impl(self) -> None:
+        if self.threads:
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
         self.module = self.module_loader().eval().to(self.device)
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
 
     def deactivate_impl(self) -> None:
         self.module = None
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     @torch.no_grad()
     def infer_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -59,9 +67,8 @@ def torch_pipeline(model, device: str = "cpu", threads: int | None = None, chann
     from asisr.runtime import contract
     from asisr.runtime.pipeline import Pipeline
 
-    if threads:
-        torch.set_num_threads(threads)
-    backbone = TorchRunner(lambda: model.backbone, contract.BACKBONE, device, channels_last=channels_last)
-    upsampler = TorchRunner(lambda: model.upsampler, contract.UPSAMPLER, device)
+    backbone = TorchRunner(lambda: model.backbone, contract.BACKBONE, device, channels_last=channels_last,
+                           threads=threads)
+    upsampler = TorchRunner(lambda: model.upsampler, contract.UPSAMPLER, device, threads=threads)
     source = getattr(model, "checkpoint_path", None)
     return Pipeline(backbone, upsampler, model.descriptor, model.name, Path(source) if source else None)
