@@ -77,12 +77,17 @@ def liif_ckpt() -> Path:
 def made_once(tmp_path_factory, name: str, make) -> Path:
     """``make(path)`` run once per test run, whatever the number of xdist workers: the first worker
     to claim ``name`` makes it in a folder all workers see (their base temps are siblings), the
-    others wait for the claim and use it. For exports and checkpoints, which take seconds to a minute."""
+    others wait for the claim and use it. For exports and checkpoints, which take seconds to a minute.
+
+    ``ASISR_TEST_MADE_ONCE`` names a folder kept across pytest runs instead: ``.ci/run`` gives both
+    tiers one, so the full tier does not export again what the fast tier exported. It is not keyed
+    on the code: give it a new folder for every checkout."""
     from asisr.locks import claim_for
 
     base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made_once"
-    shared.mkdir(exist_ok=True)
+    kept = os.environ.get("ASISR_TEST_MADE_ONCE")
+    shared = Path(kept) if kept else (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made_once"
+    shared.mkdir(parents=True, exist_ok=True)
     target = shared / name
     with claim_for(target):
         done = target.with_name(target.name + ".done")
