@@ -203,28 +203,37 @@ def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEN
     ``backend`` and ``precision`` may be ``auto`` (``asisr.runtime.precision``): the pipeline's
     ``precision_reason`` then says what was chosen and why.
     """
-    from asisr.runtime.precision import PRECISIONS, choose
+    from asisr.runtime.precision import check_precision, choose
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     backend = pick_backend(backend, providers)
     path = resolve_model(model, backend)
     if not is_exported_dir(path):
         check_checkpoint_file(path)
-    if backend == "tensorrt":
-        from asisr.runtime.backends.trt.environment import current_environment
-        from asisr.runtime.backends.trt.runner import open_trt_pipeline
+    if backend == "torch":
+        if is_exported_dir(path):
+            raise UserError(f"{path} is an exported ONNX directory; the torch backend needs a checkpoint file")
+        require_torch(f"the torch backend (checkpoint {path})")
+        choice = choose(precision, backend)  # refused before the checkpoint is loaded
+        from asisr.models import load
+        from asisr.runtime.backends.pyt import torch_pipeline
 
-        current_environment()  # TensorRT and a GPU are checked before a checkpoint is exported
-        directory = path if is_exported_dir(path) else export_cached(path)
-        pipeline = open_trt_pipeline(directory, cache_dir() / "tensorrt")
-    elif backend in ("onnxruntime", "openvino"):
+        pipeline = torch_pipeline(load(path), device, threads)
+    else:
         from asisr.runtime.manifest import read_manifest
 
+        if backend == "tensorrt":
+            from asisr.runtime.backends.trt.environment import current_environment
+
+            current_environment()  # TensorRT and a GPU are checked before a checkpoint is exported
         directory = path if is_exported_dir(path) else export_cached(path)
         manifest = read_manifest(directory, verify=False)
-        choice = choose(precision, backend, manifest.precision, manifest.precision_drops)
-        if backend == "openvino":
+        choice = choose(precision, backend, manifest.precision, manifest.precision_drops)  # before sessions or engines
+        if backend == "tensorrt":
+            from asisr.runtime.backends.trt.runner import open_trt_pipeline
+
+            pipeline = open_trt_pipeline(directory, cache_dir() / "tensorrt")
+        elif backend == "openvino":
             from asisr.runtime.backends.openvino import open_openvino_pipeline
 
             pipeline = open_openvino_pipeline(directory, threads, choice.precision)
@@ -232,17 +241,6 @@ def open_pipeline(model: str | Path | None = None, backend: str = DEFAULT_BACKEN
             from asisr.runtime.backends.onnxrt import open_onnx_pipeline
 
             pipeline = open_onnx_pipeline(directory, threads, providers)
-        pipeline.precision_reason = choice.reason
-        return pipeline
-    else:
-        if is_exported_dir(path):
-            raise UserError(f"{path} is an exported ONNX directory; the torch backend needs a checkpoint file")
-        require_torch(f"the torch backend (checkpoint {path})")
-        from asisr.models import load
-        from asisr.runtime.backends.pyt import torch_pipeline
-
-        pipeline = torch_pipeline(load(path), device, threads)
-    choice = choose(precision, backend, pipeline.precision)
     pipeline.precision_reason = choice.reason
     return pipeline
 

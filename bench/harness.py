@@ -139,6 +139,13 @@ class ModelSource:
         return self.path
 
 
+def _int8_dir(cfg: BenchConfig) -> Path:
+    """The int8 export the ``*-int8`` rows run, or a skip saying how to make one."""
+    if cfg.int8_dir is None:
+        raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
+    return Path(cfg.int8_dir)
+
+
 def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
     """An ``Upscaler`` for backend ``name``; raises ``BackendSkipped`` when it cannot run here."""
     from asisr import sources
@@ -155,18 +162,14 @@ def open_backend(name: str, source: ModelSource, cfg: BenchConfig):
     elif name == "onnxruntime":
         pipeline = sources.open_pipeline(source.onnx_dir(), "onnxruntime", cfg.threads)
     elif name == "onnxruntime-int8":
-        if cfg.int8_dir is None:
-            raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
-        pipeline = sources.open_pipeline(Path(cfg.int8_dir), "onnxruntime", cfg.threads)
+        pipeline = sources.open_pipeline(_int8_dir(cfg), "onnxruntime", cfg.threads)
     elif name in ("openvino", "openvino-bf16", "openvino-int8"):
         from asisr.runtime.backends.openvino import available
 
         if not available():
             raise BackendSkipped("OpenVINO is not installed (pip install openvino)")
         if name == "openvino-int8":
-            if cfg.int8_dir is None:
-                raise BackendSkipped("no int8 export given (make one with asisr-export --int8, pass --int8-dir)")
-            pipeline = sources.open_pipeline(Path(cfg.int8_dir), "openvino", cfg.threads, precision="int8")
+            pipeline = sources.open_pipeline(_int8_dir(cfg), "openvino", cfg.threads, precision="int8")
         else:
             precision = "bf16" if name == "openvino-bf16" else "fp32"
             pipeline = sources.open_pipeline(source.onnx_dir(), "openvino", cfg.threads, precision=precision)

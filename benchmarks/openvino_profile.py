@@ -82,16 +82,12 @@ def per_op_type(directory: Path, precision: str, threads: int, data: Path) -> li
     wall = 0.0
     with Upscaler(p) as up:
         up.upscale(images[0][:48, :48], 4)  # warm-up: first shapes
-        for runner in (p.backbone, p.upsampler):
-            runner.request.reset_profiling() if hasattr(runner.request, "reset_profiling") else None
-        calls = {"backbone": 0, "upsampler": 0}
         for hr in images:
-            hr_c, lr = make_pair(hr, 4, 4)
+            _, lr = make_pair(hr, 4, 4)
             t = time.perf_counter()
             up.upscale(lr, 4)
             wall += time.perf_counter() - t
             for runner in (p.backbone, p.upsampler):
-                calls[runner.stage.name] += 1
                 for info in runner.request.profiling_info:
                     totals[runner.stage.name, f"{info.node_type} ({info.exec_type})"] += info.real_time.total_seconds()
     rows = [f"Set5 x4, {len(images)} images, {wall:.2f} s in `upscale` ({precision}, {threads} threads). "

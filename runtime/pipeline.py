@@ -55,6 +55,11 @@ class Pipeline:
         model = self.model if self.precision == "fp32" else f"{self.model} {self.precision}"
         return f"{model} [{self.backend}]"
 
+    @property
+    def choice(self) -> str:
+        """``liif bf16 [openvino]: precision bf16 (auto: ...)``: what runs, and why that precision."""
+        return f"{self.label}: precision {self.precision} ({self.precision_reason})"
+
     def tile_costs(self) -> TileCosts:
         """The backend's memory model, overridden by what the model declares (``descriptor.extra['tile_bytes']``)."""
         base = self.backbone.tile_costs(self.descriptor.feature_channels)

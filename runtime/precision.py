@@ -71,6 +71,13 @@ def matrix_flags(flags: frozenset[str] | None = None) -> list[str]:
     return sorted({f for units in UNITS.values() for f in units if f in flags})
 
 
+def check_precision(requested: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """``requested`` if it is one of ``allowed``, else the one-line error every entry point gives."""
+    if requested not in allowed:
+        raise UserError(f"unknown precision {requested!r}; choose one of: {', '.join(allowed)}")
+    return requested
+
+
 def native(precision: str, flags: frozenset[str]) -> bool:
     return precision == "fp32" or any(f in flags for f in UNITS.get(precision, ()))
 
@@ -105,8 +112,7 @@ def choose(requested: str, backend: str, stored: str = "fp32", drops: dict | Non
            flags: frozenset[str] | None = None) -> PrecisionChoice:
     """The precision ``backend`` runs a model in. ``stored``: the export's own precision (its
     manifest's: int8 and fp16 exports run as exported); ``drops``: its manifest's ``precision_drops``."""
-    if requested not in PRECISIONS:
-        raise UserError(f"unknown precision {requested!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(requested)
     flags = cpu_flags() if flags is None else flags
     if stored != "fp32":
         if requested not in ("auto", stored):

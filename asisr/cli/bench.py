@@ -89,10 +89,9 @@ def bench(
         raise UserError("--repeats and --ref-repeats must be at least 1")
     if gemm_size < 1:
         raise UserError("--gemm-size must be positive")
-    from asisr.runtime.precision import PRECISIONS
+    from asisr.runtime.precision import check_precision
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     budget = parse_memory(max_memory) if max_memory is not None else None
     job_names, backend_names = parse_jobs(jobs), parse_backends(backends)
     ref_job_names = None if ref_jobs.strip().lower() == "all" else parse_jobs(ref_jobs)

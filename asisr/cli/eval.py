@@ -136,10 +136,9 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
     eq_pairs = parse_scales(eq_scales_text) if eq_scales_text is not None else []
     if bicubic and model is not None:
         raise UserError("--bicubic and --model exclude each other: choose one")
-    from asisr.runtime.precision import PRECISIONS
+    from asisr.runtime.precision import check_precision
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     if tile is not None and tile < 1:
@@ -179,8 +178,7 @@ def _run(data_dirs, scales_text, model, backend, threads, tile, bicubic, json_ou
         max_scale = max(max(sh, sw) for sh, sw in pairs + eq_pairs) + 0.5
         up = sources.open_upscaler(model, backend=backend or sources.DEFAULT_BACKEND, threads=threads, tile=tile,
                                    max_scale=max_scale, precision=precision)
-        typer.echo(f"{up.pipeline.label}: precision {up.pipeline.precision} ({up.pipeline.precision_reason})",
-                   err=True)
+        typer.echo(up.pipeline.choice, err=True)
         with up:
             results, eq_results = measure(up.upscale_to, _model_name(up))
 

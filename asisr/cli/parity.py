@@ -66,10 +66,10 @@ def parity(
     if backend not in ("onnxruntime", "openvino", "tensorrt"):
         raise UserError(f"backend {backend!r} cannot be parity-checked (choose onnxruntime, openvino or tensorrt; "
                         "torch is the reference)")
-    from asisr.runtime.precision import PRECISIONS
+    from asisr.runtime.precision import PRECISIONS, check_precision
 
-    if precision is not None and precision not in PRECISIONS[1:]:
-        raise UserError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS[1:])}")
+    if precision is not None:
+        check_precision(precision, tuple(p for p in PRECISIONS if p != "auto"))  # parity checks one precision
     require_torch("asisr-parity (PyTorch is the reference)")
     from asisr.models import load
     from asisr.runtime.backends.pyt import torch_pipeline

@@ -162,10 +162,9 @@ def run(
     from asisr.video import is_video_job
 
     video_options = _VideoOptions(codec, crf, pix_fmt, lossless, skip_bad_frames)
-    from asisr.runtime.precision import PRECISIONS
+    from asisr.runtime.precision import check_precision
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     upscaler_args = dict(backend=backend, threads=threads, tile=tile, max_scale=max_scale, providers=provider,
                          max_memory=budget, precision=precision)
     if engine == "ray":
@@ -414,8 +413,7 @@ class _RayOptions:
 
 def _say_choice(upscaler) -> None:
     """The ``--verbose`` line: what runs, and why that precision."""
-    pipeline = upscaler.pipeline
-    typer.echo(f"running {pipeline.label}: precision {pipeline.precision} ({pipeline.precision_reason})", err=True)
+    typer.echo(f"running {upscaler.pipeline.choice}", err=True)
 
 
 def _run_video(input: Path, out: Path, render: _Render, overwrite: bool, options: _VideoOptions,

@@ -100,14 +100,12 @@ def _options(model, backend, threads, provider, max_pixels, max_body, max_batch,
              precision="auto"):
     from asisr.distributed.batch import UpscalerSpec
     from asisr.distributed.serve import DEFAULT_MAX_BODY, DEFAULT_MAX_PIXELS, ServiceOptions
+    from asisr.runtime.precision import check_precision
     from asisr.runtime.tiling import parse_memory
-
-    from asisr.runtime.precision import PRECISIONS
 
     if threads < 1 or max_batch < 1:
         raise UserError("--threads and --max-batch must be positive")
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     spec = UpscalerSpec(model, backend, threads, tuple(provider) if provider else None, None, max_scale,
                         parse_memory(max_memory) if max_memory is not None else None, precision)
     return ServiceOptions(spec, _parse_pixels(max_pixels) if max_pixels is not None else DEFAULT_MAX_PIXELS,

@@ -107,8 +107,11 @@ class OpenvinoRunner(Runner):
     """
 
     backend = "openvino"
-    # Measured with asisr.bench.memory on the bundled LIIF (bf16 and fp32): the CPU plugin keeps
-    # its working memory between calls, like ONNX Runtime's kept arena.
+    # ONNX Runtime's per-unit numbers with a larger fixed pool (the CPU plugin keeps its working
+    # memory between calls, like ONNX Runtime's kept arena). Not fitted to OpenVINO: asisr-bench's
+    # peak RSS on the bundled LIIF with the 1 GiB budget (2026-12-08, AMD EPYC) was 884 MiB for
+    # OpenVINO fp32 against 703 for ONNX Runtime on Set5 x4, 1054 against 964 on frame_x4, and
+    # 695 / 840 MiB in bf16.
     memory_model = (24.0, 8192.0, 56.0, 32 << 20)
 
     def __init__(self, model_loader: CompiledFromOnnx, stage: StageSpec, name: str | None = None):
